@@ -1,0 +1,66 @@
+"""Every error svsicc raises on purpose derives from :class:`SvsiccError`.
+
+Errors carry the file (and IFD / tile where it applies) as data, and render as one line that
+names the file and says what is wrong, so the command line can print them without a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class SvsiccError(Exception):
+    """Base class: a problem with a file or a request, described in one line."""
+
+    def __init__(
+        self,
+        path: str | Path | None,
+        problem: str,
+        *,
+        ifd: int | None = None,
+        tile: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.path = None if path is None else Path(path)
+        self.problem = problem
+        self.ifd = ifd
+        self.tile = tile
+        self.hint = hint
+        super().__init__(self.one_line())
+
+    def one_line(self) -> str:
+        where = []
+        if self.path is not None:
+            where.append(str(self.path))
+        if self.ifd is not None:
+            where.append(f"IFD {self.ifd}")
+        if self.tile is not None:
+            where.append(f"tile {self.tile}")
+        text = ": ".join([", ".join(where), self.problem]) if where else self.problem
+        if self.hint:
+            text += f" ({self.hint})"
+        return text.replace("\n", " ")
+
+
+class TiffFormatError(SvsiccError):
+    """The file is not a TIFF, or its structure is broken (offsets, counts, loops)."""
+
+
+class UnsupportedLayoutError(SvsiccError):
+    """A valid TIFF whose layout or compression svsicc does not handle."""
+
+
+class TileDecodeError(SvsiccError):
+    """A tile or strip could not be decoded."""
+
+
+class ProfileError(SvsiccError):
+    """The ICC profile is missing, unreadable, or unusable for an RGB transform."""
+
+
+class AlreadyAppliedError(SvsiccError):
+    """The slide's profile was already baked into its pixels by svsicc."""
+
+
+class OutputError(SvsiccError):
+    """The output cannot be written (same as input, disk full, permissions...)."""
