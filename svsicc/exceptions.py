@@ -28,6 +28,10 @@ class SvsiccError(Exception):
         self.hint = hint
         super().__init__(self.one_line())
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Errors cross process boundaries (worker pool, Dask); keep their data.
+        return (_rebuild, (type(self), self.path, self.problem, self.ifd, self.tile, self.hint))
+
     def one_line(self) -> str:
         where = []
         if self.path is not None:
@@ -40,6 +44,17 @@ class SvsiccError(Exception):
         if self.hint:
             text += f" ({self.hint})"
         return text.replace("\n", " ")
+
+
+def _rebuild(
+    cls: type[SvsiccError],
+    path: Path | None,
+    problem: str,
+    ifd: int | None,
+    tile: int | None,
+    hint: str | None,
+) -> SvsiccError:
+    return cls(path, problem, ifd=ifd, tile=tile, hint=hint)
 
 
 class TiffFormatError(SvsiccError):

@@ -1,0 +1,548 @@
+"""``svsicc.apply``: write a copy of a slide whose pixels are converted to the target profile.
+
+The copy keeps every byte of the input except the rewritten segments, their offset/byte-count
+arrays, tag 34675 and the ImageDescription. Rewritten segments are laid back into the space the
+old ones occupied, in file order; a segment that no longer fits is appended at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import bisect
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import __version__, tiff
+from .colour import ColourTable, IccProfile, Intent, default_target
+from .engine import (
+    SUPPORTED_COMPRESSIONS,
+    BadSegment,
+    PageJob,
+    ProgressCallback,
+    SegmentTask,
+    WorkerPool,
+    default_workers,
+    process_segments,
+)
+from .exceptions import (
+    AlreadyAppliedError,
+    OutputError,
+    ProfileError,
+    SvsiccError,
+    TiffFormatError,
+    UnsupportedLayoutError,
+)
+from .marking import applied_record, mark_applied, rename_profile
+from .output import TempOutput, copy_ranges, gaps, output_error
+from .slide import Page, Role, Slide, read_slide
+
+# LittleCMS maps Aperio's HP sRGB profile to the compact sRGB with at most one level of rounding
+# difference on 0.3 % of samples: below what one JPEG re-encode would cost. Treat that as identity.
+IDENTITY_TOLERANCE = 1
+# Gaps this small between rewritten segments are alignment padding, reusable once checked free.
+MAX_PADDING_GAP = 64
+
+ProfileSource = str | os.PathLike[str] | bytes | IccProfile | None
+
+
+@dataclass(frozen=True)
+class PageResult:
+    index: int
+    role: str
+    compression: str
+    segments: int
+    rewritten: int
+    empty: int
+    kept_bad: int
+    bytes_before: int
+    bytes_after: int
+
+    def to_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What :func:`apply` did."""
+
+    source: Path
+    output: Path
+    profile: IccProfile
+    profile_origin: str
+    target: IccProfile
+    intent: Intent
+    identity: bool
+    pages: tuple[PageResult, ...]
+    input_bytes: int
+    output_bytes: int
+    seconds: float
+    bad_segments: tuple[BadSegment, ...] = field(default=())
+
+    @property
+    def segments_rewritten(self) -> int:
+        return sum(p.rewritten for p in self.pages)
+
+    @property
+    def size_ratio(self) -> float:
+        return self.output_bytes / self.input_bytes if self.input_bytes else 1.0
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "source": str(self.source),
+            "output": str(self.output),
+            "profile": self.profile.summary(),
+            "profile_origin": self.profile_origin,
+            "target": self.target.summary(),
+            "intent": self.intent.label,
+            "identity": self.identity,
+            "pages": [p.to_dict() for p in self.pages],
+            "segments_rewritten": self.segments_rewritten,
+            "input_bytes": self.input_bytes,
+            "output_bytes": self.output_bytes,
+            "size_ratio": round(self.size_ratio, 4),
+            "seconds": round(self.seconds, 3),
+            "bad_segments": [b.__dict__ for b in self.bad_segments],
+        }
+
+
+def load_profile(value: ProfileSource, what: str = "profile") -> IccProfile | None:
+    if value is None or isinstance(value, IccProfile):
+        return value
+    if isinstance(value, bytes):
+        return IccProfile.from_bytes(value, f"{what} bytes")
+    return IccProfile.from_file(Path(os.fspath(value)))
+
+
+def find_embedded_profile(slide: Slide) -> tuple[bytes, Page] | None:
+    """Tag 34675 from IFD0, else from the first level or thumbnail that has one (GT450)."""
+    for page in slide.pages:
+        if page.role in (Role.LEVEL, Role.THUMBNAIL) and page.icc_profile:
+            return page.icc_profile, page
+    return None
+
+
+def apply(
+    source: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    profile: ProfileSource = None,
+    target: ProfileSource = None,
+    intent: Intent | str | None = None,
+    in_place: bool = False,
+    overwrite: bool = False,
+    workers: int | None = None,
+    include_associated: bool = False,
+    keep_bad_tiles: bool = False,
+    progress: ProgressCallback | None = None,
+    pool: WorkerPool | None = None,
+    before_commit: Callable[[Path, ApplyResult], None] | None = None,
+) -> ApplyResult:
+    """Convert every pyramid level and the thumbnail of ``source`` to ``target`` (sRGB).
+
+    ``profile`` overrides (or supplies) the source profile; ``intent`` defaults to the source
+    profile's own. ``before_commit`` sees the finished temporary file and may raise to abort.
+    """
+    started = time.perf_counter()
+    src = Path(source)
+    dst = Path(output)
+    _check_paths(src, dst, in_place, overwrite)
+    override = load_profile(profile)
+    target_profile = load_profile(target, "target profile") or default_target()
+    with tiff.TiffReader(src) as reader:
+        slide = read_slide(reader)
+        if not slide.is_aperio:
+            raise UnsupportedLayoutError(
+                src,
+                "not an Aperio slide: IFD 0 has no ImageDescription starting with 'Aperio'",
+            )
+        record = applied_record(slide.description)
+        if record is not None:
+            raise AlreadyAppliedError(
+                src,
+                f"the profile {record.source_description!r} was already applied "
+                f"({record.by}); applying it again would double the correction",
+            )
+        embedded = find_embedded_profile(slide)
+        if override is not None:
+            source_profile = override
+            origin = "--profile"
+        elif embedded is not None:
+            source_profile = IccProfile.from_bytes(
+                embedded[0], f"{src}: IFD {embedded[1].index} tag 34675"
+            )
+            origin = f"embedded (IFD {embedded[1].index})"
+        else:
+            raise ProfileError(
+                src,
+                "the slide has no embedded ICC profile",
+                hint="pass --profile FILE with the scanner's profile",
+            )
+        chosen_intent = _intent(intent, source_profile)
+        table = ColourTable.load_or_build(source_profile, target_profile, chosen_intent)
+        identity = (
+            source_profile.sha256 == target_profile.sha256
+            or table.max_deviation_from_identity() <= IDENTITY_TOLERANCE
+        )
+        rewrite = [] if identity else _pages_to_rewrite(slide, include_associated)
+        marks = _Marks(source_profile, target_profile, chosen_intent, identity)
+        n_workers = default_workers() if workers is None else max(1, workers)
+        own_pool = pool is None and n_workers > 1 and bool(rewrite)
+        run_pool = WorkerPool(n_workers) if own_pool else pool
+        try:
+            with TempOutput(dst) as out:
+                try:
+                    pages, bad = _write_copy(
+                        reader, slide, rewrite, table, marks, out, run_pool, keep_bad_tiles,
+                        progress,
+                    )  # fmt: skip
+                except OSError as exc:
+                    raise output_error(dst, exc) from None
+                assert out.file is not None
+                out.file.flush()
+                result = ApplyResult(
+                    source=src,
+                    output=dst,
+                    profile=source_profile,
+                    profile_origin=origin,
+                    target=target_profile,
+                    intent=chosen_intent,
+                    identity=identity,
+                    pages=pages,
+                    input_bytes=reader.file_size,
+                    output_bytes=os.fstat(out.file.fileno()).st_size,
+                    seconds=0.0,
+                    bad_segments=bad,
+                )
+                if before_commit is not None:
+                    before_commit(out.path, result)
+                out.commit()
+        finally:
+            if own_pool and run_pool is not None:
+                run_pool.close()
+    return _with_seconds(result, time.perf_counter() - started)
+
+
+def _with_seconds(result: ApplyResult, seconds: float) -> ApplyResult:
+    values = dict(result.__dict__)
+    values["seconds"] = seconds
+    return ApplyResult(**values)
+
+
+def _intent(value: Intent | str | None, source: IccProfile) -> Intent:
+    if value is None:
+        return source.default_intent
+    if isinstance(value, Intent):
+        return value
+    try:
+        return Intent.parse(value)
+    except ValueError as exc:
+        raise SvsiccError(None, str(exc), hint="use perceptual, relative, saturation or absolute")
+
+
+def _check_paths(src: Path, dst: Path, in_place: bool, overwrite: bool) -> None:
+    if not src.exists():
+        raise TiffFormatError(src, "no such file")
+    same = dst.exists() and os.path.samefile(src, dst)
+    if in_place:
+        if not same:
+            raise OutputError(dst, "--in-place needs OUTPUT to be the input file itself")
+        return
+    if same:
+        raise OutputError(
+            dst, "OUTPUT is the input file", hint="choose another OUTPUT, or pass --in-place"
+        )
+    if dst.is_dir():
+        raise OutputError(dst, "OUTPUT is a directory; give a file name")
+    if dst.exists() and not overwrite:
+        raise OutputError(dst, "OUTPUT exists", hint="pass --overwrite to replace it")
+    if not dst.parent.is_dir():
+        raise OutputError(dst, "the output folder does not exist")
+
+
+def _pages_to_rewrite(slide: Slide, include_associated: bool) -> list[Page]:
+    roles = {Role.LEVEL, Role.THUMBNAIL}
+    if include_associated:
+        roles |= {Role.LABEL, Role.MACRO}
+    pages = [p for p in slide.pages if p.role in roles]
+    for page in pages:
+        _check_supported(slide.path, page)
+    return pages
+
+
+def _check_supported(path: Path, page: Page) -> None:
+    if page.compression not in SUPPORTED_COMPRESSIONS:
+        raise UnsupportedLayoutError(
+            path, f"compression {page.compression} is not supported", ifd=page.index
+        )
+    if page.samples_per_pixel != 3 or any(b != 8 for b in page.bits_per_sample):
+        raise UnsupportedLayoutError(
+            path,
+            f"{page.samples_per_pixel} samples of {page.bits_per_sample} bits; only 8-bit RGB "
+            "is supported",
+            ifd=page.index,
+        )
+    if page.planar != 1:
+        raise UnsupportedLayoutError(path, "planar (separate) sample layout", ifd=page.index)
+
+
+@dataclass(frozen=True)
+class _Marks:
+    source: IccProfile
+    target: IccProfile
+    intent: Intent
+    identity: bool
+
+
+@dataclass
+class _Placement:
+    """Lays new segments back into the freed space, in file order; appends what does not fit."""
+
+    blocks: list[tuple[int, int]]
+    patcher: tiff.TiffPatcher
+    _block: int = 0
+    _cursor: int = 0
+
+    def place(self, original_offset: int, data: bytes) -> int:
+        while self._block < len(self.blocks) and self.blocks[self._block][1] <= original_offset:
+            self._block += 1
+        if self._block < len(self.blocks):
+            start, end = self.blocks[self._block]
+            self._cursor = max(self._cursor, start)
+            if self._cursor + len(data) <= end:
+                offset = self._cursor
+                self.patcher.write_at(offset, data)
+                self._cursor += len(data)
+                return offset
+        return self.patcher.append(data)
+
+
+def _free_blocks(
+    reader: tiff.TiffReader, slide: Slide, extents: Sequence[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """Merge the rewritten segments' extents into blocks; small unreferenced gaps join them."""
+    protected = _protected_extents(reader, slide, {(o, o + c) for o, c in extents})
+    blocks: list[tuple[int, int]] = []
+    for start, count in sorted(set(extents)):
+        end = start + count
+        if blocks and start < blocks[-1][1]:
+            raise TiffFormatError(
+                slide.path, f"segments overlap at offset {start}; the file is corrupt"
+            )
+        if blocks and start - blocks[-1][1] <= MAX_PADDING_GAP and not _intersects(
+            protected, blocks[-1][1], start
+        ):
+            blocks[-1] = (blocks[-1][0], end)
+        else:
+            blocks.append((start, end))
+    for start, end in blocks:
+        if _intersects(protected, start, end):
+            raise TiffFormatError(
+                slide.path,
+                f"segment data at offset {start} overlaps the file's structure; the file is corrupt",
+            )
+    return blocks
+
+
+def _protected_extents(
+    reader: tiff.TiffReader, slide: Slide, rewritten: set[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    st = slide.structure
+    extents = [(0, 16 if st.bigtiff else 8)]
+    count_size = 8 if st.bigtiff else 2
+    for ifd in st.ifds:
+        extents.append(
+            (ifd.offset, ifd.offset + count_size + len(ifd.entries) * st.entry_size + st.offset_size)
+        )
+        for entry in ifd.entries.values():
+            if not entry.inline:
+                extents.append((entry.value_offset, entry.value_offset + entry.nbytes))
+    for page in slide.pages:
+        for off, cnt in zip(page.offsets, page.byte_counts, strict=True):
+            if cnt and (off, off + cnt) not in rewritten:
+                extents.append((off, off + cnt))
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(extents):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _intersects(disjoint: Sequence[tuple[int, int]], start: int, end: int) -> bool:
+    """Whether [start, end) meets any of the sorted, disjoint extents."""
+    i = bisect.bisect_left(disjoint, (end, end)) - 1
+    return i >= 0 and disjoint[i][1] > start
+
+
+def _write_copy(
+    reader: tiff.TiffReader,
+    slide: Slide,
+    rewrite: list[Page],
+    table: ColourTable,
+    marks: _Marks,
+    out: TempOutput,
+    pool: WorkerPool | None,
+    keep_bad: bool,
+    progress: ProgressCallback | None,
+) -> tuple[tuple[PageResult, ...], tuple[BadSegment, ...]]:
+    assert out.file is not None
+    fh = out.file
+    # Identical extents shared by several segments are processed once.
+    receivers: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    tasks: list[SegmentTask] = []
+    for page in rewrite:
+        for i, (off, cnt) in enumerate(zip(page.offsets, page.byte_counts, strict=True)):
+            if not cnt:
+                continue
+            key = (off, cnt)
+            if key not in receivers:
+                rows, cols = page.segment_shape(i)
+                receivers[key] = []
+                tasks.append(SegmentTask(page.index, i, off, cnt, rows, cols))
+            receivers[key].append((page.index, i))
+    tasks.sort(key=lambda t: t.offset)
+    blocks = _free_blocks(reader, slide, list(receivers))
+    size = reader.file_size
+    os.ftruncate(fh.fileno(), size)
+    copy_ranges(reader.fileno(), fh.fileno(), list(gaps(size, blocks)))
+    patcher = tiff.TiffPatcher(fh, slide.structure, out.destination)
+    placement = _Placement(blocks, patcher)
+    new_offsets = {p.index: list(p.offsets) for p in rewrite}
+    new_counts = {p.index: list(p.byte_counts) for p in rewrite}
+    rewritten = dict.fromkeys(new_offsets, 0)
+    bad: list[BadSegment] = []
+    jobs = tuple(
+        PageJob(p.index, p.compression, p.photometric, p.predictor, p.jpeg_tables) for p in rewrite
+    )
+    table_file = _table_file_for_workers(table, pool)
+    try:
+        done = 0
+        for task, result in process_segments(
+            slide.path, jobs, tasks, table, table_file, pool, keep_bad, _ReaderFile(reader)
+        ):
+            if isinstance(result, BadSegment):
+                bad.append(result)
+                data = reader.read(task.offset, task.count, "segment", ifd=task.page)
+            else:
+                data = result
+            offset = placement.place(task.offset, data)
+            for page_index, segment in receivers[(task.offset, task.count)]:
+                new_offsets[page_index][segment] = offset
+                new_counts[page_index][segment] = len(data)
+                rewritten[page_index] += 1
+            done += 1
+            if progress is not None:
+                progress(done, len(tasks))
+    finally:
+        if table_file is not None and table_file != table.file:
+            os.unlink(table_file)
+    for page in rewrite:
+        _patch_ints(patcher, page.ifd.entries[page.offsets_tag], new_offsets[page.index])
+        _patch_ints(patcher, page.ifd.entries[page.byte_counts_tag], new_counts[page.index])
+    _mark(reader, slide, rewrite, patcher, marks)
+    bad_by_page = {p.index: sum(1 for b in bad if b.page == p.index) for p in rewrite}
+    results = tuple(
+        PageResult(
+            index=p.index,
+            role=p.role.value,
+            compression=p.compression_name,
+            segments=len(p.offsets),
+            rewritten=rewritten.get(p.index, 0) - bad_by_page.get(p.index, 0),
+            empty=sum(1 for c in p.byte_counts if not c),
+            kept_bad=bad_by_page.get(p.index, 0),
+            bytes_before=sum(p.byte_counts),
+            bytes_after=sum(new_counts[p.index]),
+        )
+        for p in rewrite
+    )
+    return results, tuple(bad)
+
+
+class _ReaderFile:
+    """The minimal file interface ``process_segments`` reads through, bounds-checked."""
+
+    def __init__(self, reader: tiff.TiffReader) -> None:
+        self._reader = reader
+        self._pending: tuple[int, int] = (0, 0)
+
+    def seek(self, offset: int) -> None:
+        self._pending = (offset, 0)
+
+    def read(self, size: int) -> bytes:
+        return self._reader.read(self._pending[0], size, "segment")
+
+
+def _table_file_for_workers(table: ColourTable, pool: WorkerPool | None) -> Path | None:
+    if pool is None or pool.workers == 1:
+        return None
+    if table.file is not None:
+        return table.file
+    # The cache was not writable: hand the table to workers through a private file.
+    fd, name = tempfile.mkstemp(prefix="svsicc-table-", suffix=".npy")
+    with os.fdopen(fd, "wb") as fh:
+        import numpy as np
+
+        np.save(fh, table.table)
+    return Path(name)
+
+
+def _patch_ints(patcher: tiff.TiffPatcher, entry: tiff.TiffEntry, values: list[int]) -> None:
+    largest = max(values, default=0)
+    if patcher.structure.bigtiff:
+        type_ = entry.type if largest < 2 ** (8 * tiff.TYPE_SIZES[entry.type]) else tiff.TYPE_LONG8
+    else:
+        type_ = tiff.TYPE_SHORT if entry.type == tiff.TYPE_SHORT and largest < 2**16 else tiff.TYPE_LONG
+    if largest >= tiff.CLASSIC_LIMIT and not patcher.structure.bigtiff:
+        raise OutputError(patcher.path, "offsets past 4 GiB do not fit a classic TIFF")
+    data = tiff.pack_ints(patcher.structure.byteorder, type_, values)
+    patcher.overwrite(entry, type_, len(values), data)
+
+
+def _mark(
+    reader: tiff.TiffReader,
+    slide: Slide,
+    rewrite: list[Page],
+    patcher: tiff.TiffPatcher,
+    marks: _Marks,
+) -> None:
+    target = marks.target
+    rewritten = {p.index for p in rewrite}
+    carriers = [
+        p
+        for p in slide.pages
+        if p.icc_profile
+        and (p.index in rewritten or (marks.identity and p.role in (Role.LEVEL, Role.THUMBNAIL)))
+    ]
+    for page in carriers:
+        patcher.overwrite(
+            page.ifd.entries[tiff.TAG_ICC_PROFILE], tiff.TYPE_UNDEFINED, len(target.data), target.data
+        )
+    carrier_indexes = {p.index for p in carriers} | rewritten
+    for page in slide.pages:
+        if page.description is None or page.index not in carrier_indexes | {0}:
+            continue
+        if page.index == 0:
+            text = mark_applied(
+                page.description, marks.source, target, marks.intent, marks.identity, __version__
+            )
+        else:
+            text = rename_profile(page.description, target, add_if_missing=False)
+        if text != page.description:
+            data = text.encode("latin-1", "replace") + b"\x00"
+            entry = page.ifd.entries[tiff.TAG_IMAGE_DESCRIPTION]
+            patcher.overwrite(entry, tiff.TYPE_ASCII, len(data), data)
+    if not slide.pages[0].icc_profile:
+        # The pixels are now in the target space: say so where ICC-aware readers look.
+        patcher.relocate_ifd_with_extra_entry(
+            reader,
+            slide.pages[0].ifd,
+            tiff.TAG_ICC_PROFILE,
+            tiff.TYPE_UNDEFINED,
+            len(target.data),
+            target.data,
+        )
+

@@ -1,0 +1,271 @@
+"""ICC profiles and the exact colour table.
+
+The transform is LittleCMS (Pillow ImageCms), source profile -> target profile, 8 bits per channel.
+Because an 8-bit RGB transform is a function of 2**24 inputs, one LittleCMS pass over every colour
+fills a table that reproduces it bit for bit; applying the table is one gather per pixel, several
+times cheaper than calling LittleCMS per tile. The table is cached on disk per
+(source, target, intent, LittleCMS version) so a worker pool or a migration builds it once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import struct
+import tempfile
+from dataclasses import dataclass
+from enum import IntEnum
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageCms
+
+from .exceptions import ProfileError
+
+ICC_HEADER_SIZE = 128
+TABLE_SIZE = 1 << 24
+
+
+class Intent(IntEnum):
+    PERCEPTUAL = 0
+    RELATIVE = 1
+    SATURATION = 2
+    ABSOLUTE = 3
+
+    @property
+    def label(self) -> str:
+        return {0: "perceptual", 1: "relative", 2: "saturation", 3: "absolute"}[self.value]
+
+    @classmethod
+    def parse(cls, text: str) -> Intent:
+        names = {
+            "perceptual": cls.PERCEPTUAL,
+            "relative": cls.RELATIVE,
+            "relative-colorimetric": cls.RELATIVE,
+            "saturation": cls.SATURATION,
+            "absolute": cls.ABSOLUTE,
+            "absolute-colorimetric": cls.ABSOLUTE,
+        }
+        try:
+            return names[text.lower()]
+        except KeyError:
+            raise ValueError(f"unknown rendering intent {text!r}") from None
+
+
+@dataclass(frozen=True)
+class IccProfile:
+    data: bytes
+    description: str
+    sha256: str
+    version: str
+    device_class: str
+    color_space: str
+    pcs: str
+    default_intent: Intent
+
+    @classmethod
+    def from_bytes(cls, data: bytes, origin: str | Path | None = None) -> IccProfile:
+        """Parse and validate; ``origin`` names the file in errors."""
+        if len(data) < ICC_HEADER_SIZE + 4:
+            raise ProfileError(origin, f"ICC profile is {len(data)} bytes, too short to be one")
+        (declared,) = struct.unpack_from(">I", data, 0)
+        if data[36:40] != b"acsp":
+            raise ProfileError(origin, "ICC profile lacks the 'acsp' signature; not an ICC profile")
+        if declared > len(data):
+            raise ProfileError(
+                origin, f"ICC profile is truncated ({len(data)} of {declared} bytes)"
+            )
+        try:
+            cms = ImageCms.ImageCmsProfile(io.BytesIO(data))
+            description = (ImageCms.getProfileDescription(cms) or "").strip()
+        except (OSError, ImageCms.PyCMSError) as exc:
+            raise ProfileError(origin, f"LittleCMS cannot read the ICC profile: {exc}") from None
+        color_space = data[16:20].decode("latin-1").strip()
+        if color_space != "RGB":
+            raise ProfileError(
+                origin,
+                f"ICC profile has colour space {color_space!r}; an RGB profile is required",
+            )
+        major, minor = data[8], data[9] >> 4
+        intent_value = struct.unpack_from(">I", data, 64)[0]
+        return cls(
+            data=bytes(data),
+            description=description or "(no description)",
+            sha256=hashlib.sha256(data).hexdigest(),
+            version=f"{major}.{minor}",
+            device_class=data[12:16].decode("latin-1"),
+            color_space=color_space,
+            pcs=data[20:24].decode("latin-1").strip(),
+            default_intent=Intent(intent_value) if intent_value < 4 else Intent.PERCEPTUAL,
+        )
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> IccProfile:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise ProfileError(path, f"cannot read ICC profile: {exc.strerror}") from None
+        return cls.from_bytes(data, path)
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "description": self.description,
+            "size": len(self.data),
+            "sha256": self.sha256,
+            "version": self.version,
+            "device_class": self.device_class,
+            "pcs": self.pcs,
+            "default_intent": self.default_intent.label,
+        }
+
+
+def default_target() -> IccProfile:
+    """A compact ICC v2 sRGB profile (CC0, saucecontrol/Compact-ICC-Profiles)."""
+    data = resources.files("svsicc").joinpath("data/sRGB-v2-magic.icc").read_bytes()
+    return IccProfile.from_bytes(data, "built-in sRGB profile")
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("SVSICC_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "svsicc"
+    )
+    return Path(root)
+
+
+def _all_colours() -> np.ndarray:
+    index = np.arange(TABLE_SIZE, dtype=np.uint32)
+    rgb = np.empty((TABLE_SIZE, 3), np.uint8)
+    rgb[:, 0] = index >> 16
+    rgb[:, 1] = (index >> 8) & 0xFF
+    rgb[:, 2] = index & 0xFF
+    return rgb.reshape(4096, 4096, 3)
+
+
+@dataclass(frozen=True)
+class TransformKey:
+    source_sha256: str
+    target_sha256: str
+    intent: Intent
+
+    @property
+    def name(self) -> str:
+        tag = f"{self.source_sha256[:16]}-{self.target_sha256[:16]}-{int(self.intent)}"
+        return f"table-{tag}-lcms{ImageCms.core.littlecms_version}.npy"
+
+
+class ColourTable:
+    """The exact 8-bit LittleCMS transform as a table of 2**24 packed RGBX words.
+
+    ``table[(r << 16) | (g << 8) | b]`` holds the output's bytes R, G, B, 0 (little-endian word).
+    """
+
+    def __init__(self, table: np.ndarray, key: TransformKey) -> None:
+        self.table = table
+        self.key = key
+        self.file: Path | None = None  # where workers can load it from
+
+    @classmethod
+    def build(cls, source: IccProfile, target: IccProfile, intent: Intent) -> ColourTable:
+        """Run LittleCMS once over every colour (about a second)."""
+        key = TransformKey(source.sha256, target.sha256, intent)
+        transform = build_transform(source, target, intent)
+        out = np.asarray(ImageCms.applyTransform(Image.fromarray(_all_colours()), transform))
+        rgbx = np.zeros((TABLE_SIZE, 4), np.uint8)
+        rgbx[:, :3] = out.reshape(-1, 3)
+        return cls(rgbx.view("<u4").reshape(-1), key)
+
+    @classmethod
+    def load_or_build(
+        cls, source: IccProfile, target: IccProfile, intent: Intent, cache: bool = True
+    ) -> ColourTable:
+        key = TransformKey(source.sha256, target.sha256, intent)
+        path = _cache_dir() / key.name
+        if cache and path.is_file():
+            with contextlib.suppress(OSError, ValueError):
+                loaded = cls.from_file(path, key)
+                loaded.file = path
+                return loaded
+        built = cls.build(source, target, intent)
+        if cache and built.save(path):
+            built.file = path
+        return built
+
+    @classmethod
+    def from_file(cls, path: Path, key: TransformKey | None = None) -> ColourTable:
+        table = np.load(path)
+        if table.shape != (TABLE_SIZE,) or table.dtype != np.dtype("<u4"):
+            raise ValueError(f"{path} is not a colour table")
+        return cls(table, key or TransformKey("", "", Intent.PERCEPTUAL))
+
+    def save(self, path: Path) -> bool:
+        """Write atomically; a cache that cannot be written is not an error (returns False)."""
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npy")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    np.save(fh, self.table)
+                os.replace(tmp, path)
+                return True
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+        return False
+
+    def max_deviation_from_identity(self) -> int:
+        identity = np.arange(TABLE_SIZE, dtype=np.uint32)
+        out = self.table
+        worst = 0
+        for shift in (0, 8, 16):
+            # Output byte k is channel k (R at bits 0-7); input channel R is bits 16-23.
+            got = (out >> np.uint32(shift)) & np.uint32(0xFF)
+            want = (identity >> np.uint32(16 - shift)) & np.uint32(0xFF)
+            worst = max(worst, int(np.abs(got.astype(np.int16) - want.astype(np.int16)).max()))
+        return worst
+
+    def apply_bgrx(self, bgrx: np.ndarray) -> np.ndarray:
+        """(rows, cols, 4) BGRX pixels -> (rows, cols, 4) RGBX pixels."""
+        words = bgrx.view("<u4")[..., 0]
+        index = np.bitwise_and(words, np.uint32(0xFFFFFF))
+        # mode="clip" skips numpy's per-element bounds check: the index is < 2**24 by the mask.
+        out = np.take(self.table, index, mode="clip")
+        return out.view(np.uint8).reshape(bgrx.shape)
+
+    def apply_rgb(self, rgb: np.ndarray) -> np.ndarray:
+        """(..., 3) RGB -> (..., 3) RGB, for callers that hold plain arrays."""
+        index = rgb[..., 0].astype(np.uint32) << 16
+        index |= rgb[..., 1].astype(np.uint32) << 8
+        index |= rgb[..., 2]
+        out = np.take(self.table, index, mode="clip")
+        return out.view(np.uint8).reshape(*rgb.shape[:-1], 4)[..., :3]
+
+
+def build_transform(
+    source: IccProfile, target: IccProfile, intent: Intent
+) -> ImageCms.ImageCmsTransform:
+    try:
+        return ImageCms.buildTransform(
+            ImageCms.ImageCmsProfile(io.BytesIO(source.data)),
+            ImageCms.ImageCmsProfile(io.BytesIO(target.data)),
+            "RGB",
+            "RGB",
+            renderingIntent=ImageCms.Intent(int(intent)),
+        )
+    except ImageCms.PyCMSError as exc:
+        raise ProfileError(
+            None,
+            f"LittleCMS cannot build a transform from {source.description!r} to "
+            f"{target.description!r} with {intent.label} intent: {exc}",
+        ) from None
+
+
+def reference_transform(
+    rgb: np.ndarray, source: IccProfile, target: IccProfile, intent: Intent
+) -> np.ndarray:
+    """LittleCMS applied directly, per pixel: the ground truth tests and verify compare to."""
+    transform = build_transform(source, target, intent)
+    image = Image.fromarray(np.ascontiguousarray(rgb[..., :3]), "RGB")
+    return np.asarray(ImageCms.applyTransform(image, transform))

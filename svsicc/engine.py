@@ -1,0 +1,249 @@
+"""Per-segment work (read, decode, colour, encode) and the pool that spreads it over cores.
+
+Work is shipped to worker processes as small descriptors (offsets, not pixels): each worker opens
+the input read-only itself and loads the colour table once from its cache file, so only encoded
+bytes travel back. One ordered consumer in the parent writes the results.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from .codecs import SegmentCodec
+from .codecs.jpeg import JpegCodec, JpegFormatError
+from .codecs.lossless import LosslessCodec, LosslessFormatError
+from .colour import ColourTable
+from .exceptions import TileDecodeError, UnsupportedLayoutError
+
+COMPRESSION_JPEG = 7
+COMPRESSION_JP2K_YCBCR = 33003
+COMPRESSION_JP2K_RGB = 33005
+SUPPORTED_COMPRESSIONS = (1, 5, COMPRESSION_JPEG, COMPRESSION_JP2K_YCBCR, COMPRESSION_JP2K_RGB)
+CODEC_ERRORS = (JpegFormatError, LosslessFormatError, ValueError, RuntimeError)
+
+
+@dataclass(frozen=True)
+class PageJob:
+    """What a worker needs to decode and re-encode one page's segments."""
+
+    index: int
+    compression: int
+    photometric: int
+    predictor: int
+    jpeg_tables: bytes | None
+
+
+@dataclass(frozen=True)
+class SegmentTask:
+    page: int
+    segment: int
+    offset: int
+    count: int
+    rows: int
+    cols: int
+
+
+@dataclass(frozen=True)
+class BadSegment:
+    """A segment kept as it was because it could not be decoded (``on_bad_tile="keep"``)."""
+
+    page: int
+    segment: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class BatchTask:
+    slide: str
+    table_file: str | None  # None: no colour work (the codec-floor benchmark)
+    pages: tuple[PageJob, ...]
+    segments: tuple[SegmentTask, ...]
+    keep_bad: bool
+
+
+def make_codec(job: PageJob) -> SegmentCodec:
+    if job.compression == COMPRESSION_JPEG:
+        return JpegCodec(job.jpeg_tables, job.photometric)
+    if job.compression in (1, 5):
+        return LosslessCodec(job.compression, job.predictor)
+    if job.compression in (COMPRESSION_JP2K_YCBCR, COMPRESSION_JP2K_RGB):
+        from .codecs.jpeg2k import Jpeg2000Codec
+
+        return Jpeg2000Codec(job.compression)
+    raise UnsupportedLayoutError(None, f"compression {job.compression} is not supported")
+
+
+class SegmentProcessor:
+    """Decode, transform and re-encode segments of one slide."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        pages: Iterable[PageJob],
+        table: ColourTable | None,
+        keep_bad: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self._codecs = {job.index: make_codec(job) for job in pages}
+        self._table = table
+        self._keep_bad = keep_bad
+
+    def codec(self, page: int) -> SegmentCodec:
+        return self._codecs[page]
+
+    def process(self, task: SegmentTask, data: bytes) -> bytes | BadSegment:
+        codec = self._codecs[task.page]
+        try:
+            pixels = codec.decode(data, task.rows, task.cols)
+        except CODEC_ERRORS as exc:
+            if self._keep_bad:
+                return BadSegment(task.page, task.segment, str(exc))
+            raise TileDecodeError(
+                self.path, f"cannot decode: {exc}", ifd=task.page, tile=task.segment
+            ) from None
+        if self._table is None:
+            return codec.encode(pixels, "BGRX", data)
+        return codec.encode(self._table.apply_bgrx(pixels), "RGBX", data)
+
+
+def read_segment(fh: BinaryIO, task: SegmentTask) -> bytes:
+    fh.seek(task.offset)
+    return fh.read(task.count)
+
+
+# -- worker processes ----------------------------------------------------------------------------
+
+_worker_state: dict[str, object] = {}
+
+
+def _worker_processor(task: BatchTask) -> tuple[SegmentProcessor, BinaryIO]:
+    key = (task.slide, task.table_file, task.pages, task.keep_bad)
+    if _worker_state.get("key") != key:
+        old = _worker_state.get("file")
+        if old is not None:
+            old.close()  # type: ignore[attr-defined]
+        table = None
+        if task.table_file is not None:
+            cached = _worker_state.get("table")
+            if isinstance(cached, ColourTable) and _worker_state.get("table_file") == task.table_file:
+                table = cached
+            else:
+                table = ColourTable.from_file(Path(task.table_file))
+            _worker_state["table"] = table
+            _worker_state["table_file"] = task.table_file
+        _worker_state["processor"] = SegmentProcessor(task.slide, task.pages, table, task.keep_bad)
+        _worker_state["file"] = open(task.slide, "rb")  # noqa: SIM115 - kept for the next batch
+        _worker_state["key"] = key
+    processor = _worker_state["processor"]
+    fh = _worker_state["file"]
+    assert isinstance(processor, SegmentProcessor)
+    return processor, fh  # type: ignore[return-value]
+
+
+def run_batch(task: BatchTask) -> list[bytes | BadSegment]:
+    processor, fh = _worker_processor(task)
+    return [processor.process(seg, read_segment(fh, seg)) for seg in task.segments]
+
+
+def _ignore_sigint() -> None:
+    import signal
+
+    # The parent handles Ctrl-C and shuts the pool down; workers must not die mid-batch first.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class WorkerPool:
+    """A process pool that can be reused across slides (a migration keeps one)."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = max(1, workers)
+        self._executor: ProcessPoolExecutor | None = None
+
+    def executor(self) -> ProcessPoolExecutor:
+        if self._executor is None:
+            import multiprocessing
+
+            # fork is fast and shares the imported modules; workers hold no threads of ours.
+            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+            self._executor = ProcessPoolExecutor(
+                self.workers,
+                mp_context=multiprocessing.get_context(method),
+                initializer=_ignore_sigint,
+            )
+        return self._executor
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def batched(tasks: list[SegmentTask], size: int) -> Iterator[tuple[SegmentTask, ...]]:
+    for start in range(0, len(tasks), size):
+        yield tuple(tasks[start : start + size])
+
+
+def process_segments(
+    slide: Path,
+    pages: tuple[PageJob, ...],
+    tasks: list[SegmentTask],
+    table: ColourTable | None,
+    table_file: Path | None,
+    pool: WorkerPool | None,
+    keep_bad: bool,
+    fh: BinaryIO,
+) -> Iterator[tuple[SegmentTask, bytes | BadSegment]]:
+    """Yield (task, new bytes) in task order, computed in-process or on the pool."""
+    if pool is None or pool.workers == 1:
+        processor = SegmentProcessor(slide, pages, table, keep_bad)
+        for task in tasks:
+            yield task, processor.process(task, read_segment(fh, task))
+        return
+    executor = pool.executor()
+    batch_size = max(4, min(64, len(tasks) // (pool.workers * 8) or 4))
+    window: deque[tuple[tuple[SegmentTask, ...], Future[list[bytes | BadSegment]]]] = deque()
+    batches = batched(tasks, batch_size)
+    # A bounded window keeps memory flat however large the slide is.
+    limit = pool.workers * 4
+    table_path = None if table is None else str(table_file)
+
+    def submit(batch: tuple[SegmentTask, ...]) -> None:
+        task = BatchTask(str(slide), table_path, pages, batch, keep_bad)
+        window.append((batch, executor.submit(run_batch, task)))
+
+    try:
+        for batch in batches:
+            submit(batch)
+            if len(window) >= limit:
+                yield from _drain_one(window)
+        while window:
+            yield from _drain_one(window)
+    finally:
+        for _, future in window:
+            future.cancel()
+
+
+def _drain_one(
+    window: deque[tuple[tuple[SegmentTask, ...], Future[list[bytes | BadSegment]]]],
+) -> Iterator[tuple[SegmentTask, bytes | BadSegment]]:
+    batch, future = window.popleft()
+    yield from zip(batch, future.result(), strict=True)
+
+
+ProgressCallback = Callable[[int, int], None]

@@ -1,0 +1,111 @@
+"""The record svsicc leaves in the Aperio ImageDescription.
+
+Aperio descriptions are ``header|Key = Value|Key = Value``; OpenSlide exposes each key as an
+``aperio.<Key>`` property. After applying, ``ICC Profile`` names what tag 34675 now holds, and
+``ICC Profile Applied*`` keys record what was baked in, so neither a person nor a program applies
+the scanner profile twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .colour import IccProfile, Intent
+
+KEY_PROFILE = "ICC Profile"
+KEY_APPLIED = "ICC Profile Applied"
+KEY_APPLIED_SHA256 = "ICC Profile Applied SHA256"
+KEY_APPLIED_INTENT = "ICC Profile Applied Intent"
+KEY_APPLIED_TARGET = "ICC Profile Applied Target"
+KEY_APPLIED_MODE = "ICC Profile Applied Mode"
+KEY_APPLIED_BY = "ICC Profile Applied By"
+
+
+@dataclass(frozen=True)
+class AppliedRecord:
+    source_description: str
+    source_sha256: str
+    intent: str
+    target: str
+    mode: str
+    by: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "source_description": self.source_description,
+            "source_sha256": self.source_sha256,
+            "intent": self.intent,
+            "target": self.target,
+            "mode": self.mode,
+            "by": self.by,
+        }
+
+
+def split_description(description: str) -> tuple[str, list[tuple[str, str]]]:
+    """The header and the ordered (key, value) pairs of an Aperio description."""
+    parts = description.split("|")
+    pairs = []
+    for part in parts[1:]:
+        key, sep, value = part.partition(" = ")
+        pairs.append((key.strip(), value.strip()) if sep else (part, ""))
+    return parts[0], pairs
+
+
+def properties(description: str | None) -> dict[str, str]:
+    if not description:
+        return {}
+    return {k: v for k, v in split_description(description)[1] if k}
+
+
+def applied_record(description: str | None) -> AppliedRecord | None:
+    props = properties(description)
+    if KEY_APPLIED not in props:
+        return None
+    return AppliedRecord(
+        source_description=props.get(KEY_APPLIED, ""),
+        source_sha256=props.get(KEY_APPLIED_SHA256, ""),
+        intent=props.get(KEY_APPLIED_INTENT, ""),
+        target=props.get(KEY_APPLIED_TARGET, ""),
+        mode=props.get(KEY_APPLIED_MODE, ""),
+        by=props.get(KEY_APPLIED_BY, ""),
+    )
+
+
+def _clean(value: str) -> str:
+    # A '|' or line break inside a value would split it into a bogus key for every reader.
+    return " ".join(value.replace("|", "/").split())
+
+
+def rename_profile(description: str, target: IccProfile, add_if_missing: bool) -> str:
+    """Make ``ICC Profile = ...`` name the target, keeping every other byte of the text."""
+    header, pairs = split_description(description)
+    parts = description.split("|")
+    found = False
+    for i, (key, _value) in enumerate(pairs, start=1):
+        if key == KEY_PROFILE:
+            parts[i] = f"{KEY_PROFILE} = {_clean(target.description)}"
+            found = True
+    if not found and add_if_missing:
+        parts.append(f"{KEY_PROFILE} = {_clean(target.description)}")
+    del header
+    return "|".join(parts)
+
+
+def mark_applied(
+    description: str,
+    source: IccProfile,
+    target: IccProfile,
+    intent: Intent,
+    identity: bool,
+    version: str,
+) -> str:
+    text = rename_profile(description, target, add_if_missing=True)
+    record = [
+        (KEY_APPLIED, _clean(source.description)),
+        (KEY_APPLIED_SHA256, source.sha256),
+        (KEY_APPLIED_INTENT, intent.label),
+        (KEY_APPLIED_TARGET, _clean(target.description)),
+        (KEY_APPLIED_MODE, "identity (pixels unchanged)" if identity else "transformed"),
+        (KEY_APPLIED_BY, f"svsicc {version}"),
+    ]
+    return text + "".join(f"|{k} = {v}" for k, v in record)
