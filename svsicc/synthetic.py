@@ -31,7 +31,11 @@ Styles (``SlideSpec.style``), i.e. what the tiled levels hold:
 - ``jp2k-33003``: raw J2K codestreams of YCbCr samples (``rgb_to_ycbcr``) without MCT, Photometric
   RGB in the tag like real Aperio files (OpenSlide keys the conversion on the compression only).
 JPEG 2000 is lossless (5/3) with ``j2k_lossless`` or else 9/7 at ``j2k_psnr`` dB.
-Edge tiles are full size, padded by repeating the last row/column.
+Edge tiles are full size, padded by repeating the last row/column. ``tile_order`` moves only the
+level-0 tile data (AT2 stores it column-major, GT450 bottom row first); reduced levels are raster.
+Uncompressed 240x240 tiles are valid TIFF but OpenSlide 4.0.1 (its libtiff) refuses them
+("Invalid tile byte count": it compares against a buffer rounded up to 1 KiB; real CMU-Ignore.tif
+fails the same way), hence ``preset("raw")`` uses 256x256.
 """
 
 from __future__ import annotations

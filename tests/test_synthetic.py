@@ -13,6 +13,7 @@ import tifffile
 from svsicc.synthetic import (
     DATA_DIR,
     SlideSpec,
+    TileOrder,
     file_tile_order,
     load_real_pixels,
     mosaic,
@@ -218,16 +219,17 @@ def test_icc_tag_placement(spec: SlideSpec, on: set[int], src: np.ndarray,
 
 
 @pytest.mark.parametrize("order", ["raster", "column", "bottom_up"])
-def test_tile_data_order(order: str, src: np.ndarray, tmp_path: Path) -> None:
+def test_tile_data_order(order: TileOrder, src: np.ndarray, tmp_path: Path) -> None:
     big = np.concatenate([src, src[::-1]], axis=0)  # 700x1000: 3x5 tiles
-    path = write_slide(tmp_path / "o.svs", big, SlideSpec(tile_order=order))  # type: ignore[arg-type]
+    path = write_slide(tmp_path / "o.svs", big, SlideSpec(tile_order=order))
     with tifffile.TiffFile(path) as tif:
-        for page, order_expected in ((0, order), (2, "raster")):
+        expected: list[tuple[int, TileOrder]] = [(0, order), (2, "raster")]
+        for page, order_expected in expected:
             p = tif.pages[page]
             across, down = -(-p.imagewidth // 240), -(-p.imagelength // 240)
             offsets = p.dataoffsets
             in_file = sorted(range(len(offsets)), key=offsets.__getitem__)
-            assert in_file == file_tile_order(across, down, order_expected)  # type: ignore[arg-type]
+            assert in_file == file_tile_order(across, down, order_expected)
     with openslide.OpenSlide(path) as slide:
         region = np.asarray(slide.read_region((0, 0), 0, (700, 1000)))
         assert psnr(region, big) > 35
