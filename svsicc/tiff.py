@@ -208,7 +208,8 @@ class TiffReader:
         if n < 0:
             raise TiffFormatError(
                 self.path,
-                f"IFD {index} offset {offset} lies past the end of the file ({self.file_size} bytes)",
+                f"IFD {index} at offset {offset} lies past the end of the file ({self.file_size} bytes); "
+                "the file is truncated",
             )
         if n == 0 or n > MAX_ENTRIES_PER_IFD:
             raise TiffFormatError(self.path, f"IFD {index} claims {n} entries", ifd=index)

@@ -1,0 +1,189 @@
+"""The ``svsicc`` command line.
+
+Each subcommand lives in a module with ``register(subparsers)``; the handler it sets returns an
+exit code. Every :class:`SvsiccError` becomes one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from types import FrameType
+
+from . import __version__
+from .exceptions import AlreadyAppliedError, SvsiccError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_ERROR = 2
+EXIT_ALREADY_APPLIED = 3
+
+# Modules that add subcommands besides apply and info.
+SUBCOMMAND_MODULES: tuple[str, ...] = ()
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def add_colour_options(parser: argparse.ArgumentParser) -> None:
+    """--profile, --target and --intent, shared by apply and migrate."""
+    parser.add_argument(
+        "--profile", metavar="ICC", help="source profile: overrides or supplies the embedded one"
+    )
+    parser.add_argument(
+        "--target", metavar="ICC", help="target profile (default: a compact ICC v2 sRGB)"
+    )
+    parser.add_argument(
+        "--intent",
+        choices=["perceptual", "relative", "saturation", "absolute"],
+        help="rendering intent (default: the source profile's own)",
+    )
+
+
+def _register_apply(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "apply",
+        help="write a copy of a slide with its ICC profile baked into the pixels",
+        description="Convert every pyramid level and the thumbnail from the slide's ICC "
+        "profile to sRGB, keeping every other byte, and mark the copy as applied.",
+    )
+    p.add_argument("input", help="the slide (.svs / .tif); opened read-only")
+    p.add_argument("output", help="the copy to write")
+    add_colour_options(p)
+    p.add_argument(
+        "--in-place", action="store_true", help="replace INPUT (through a temporary file)"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument(
+        "--include-associated",
+        action="store_true",
+        help="also convert the label and macro images (they come from another camera)",
+    )
+    p.add_argument(
+        "--on-bad-tile",
+        choices=["fail", "keep"],
+        default="fail",
+        help="what to do with a tile that cannot be decoded (default: fail the slide)",
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+    p.set_defaults(handler=_run_apply)
+
+
+def _run_apply(args: argparse.Namespace) -> int:
+    from .apply import apply
+    from .progress import ProgressBar
+
+    output = args.input if args.in_place and args.output in (None, "-") else args.output
+    bar = ProgressBar(f"svsicc {args.input}", enabled=False if args.quiet else None)
+    try:
+        result = apply(
+            args.input,
+            output,
+            profile=args.profile,
+            target=args.target,
+            intent=args.intent,
+            in_place=args.in_place,
+            overwrite=args.overwrite,
+            workers=args.workers,
+            include_associated=args.include_associated,
+            keep_bad_tiles=args.on_bad_tile == "keep",
+            progress=bar,
+        )
+    finally:
+        bar.close()
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    elif not args.quiet:
+        what = (
+            "identity: no pixel changed, copy marked"
+            if result.identity
+            else f"{result.segments_rewritten} segments rewritten"
+        )
+        print(
+            f"{result.output}: {result.profile.description!r} -> {result.target.description!r} "
+            f"({result.intent.label}), {what}, size x{result.size_ratio:.3f}, "
+            f"{result.seconds:.1f} s"
+        )
+        for bad in result.bad_segments:
+            print(f"  kept undecodable IFD {bad.page} tile {bad.segment}: {bad.reason}")
+    return EXIT_OK
+
+
+def _register_info(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("info", help="show a slide's profile, whether it was applied, its IFDs")
+    p.add_argument("input")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=_run_info)
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    from .info import format_info, slide_info
+
+    info = slide_info(args.input)
+    if args.json:
+        print(json.dumps(info.to_dict(), indent=2))
+    else:
+        print(format_info(info))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="svsicc",
+        description="Bake a whole-slide scanner's ICC profile into the pixels of Aperio SVS files.",
+    )
+    parser.add_argument("--version", action="version", version=f"svsicc {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show a traceback for unexpected errors"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _register_apply(sub)
+    _register_info(sub)
+    for name in SUBCOMMAND_MODULES:
+        importlib.import_module(f"svsicc.{name}").register(sub)
+    return parser
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    # Unwind like Ctrl-C so every temporary file is removed on the way out.
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except AlreadyAppliedError as exc:
+        print(f"svsicc: {exc.one_line()}", file=sys.stderr)
+        return EXIT_ALREADY_APPLIED
+    except SvsiccError as exc:
+        print(f"svsicc: {exc.one_line()}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("svsicc: interrupted; no output was left behind", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_ERROR
+    except Exception as exc:  # the last line of defence: one line, never a traceback
+        if args.debug:
+            raise
+        where = getattr(args, "input", None)
+        prefix = f"{where}: " if where else ""
+        print(
+            f"svsicc: {prefix}unexpected error: {type(exc).__name__}: {exc} "
+            "(rerun with --debug for a traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""``svsicc info``: what a slide holds and whether its profile was applied."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import tiff
+from .colour import IccProfile
+from .exceptions import ProfileError
+from .marking import AppliedRecord, applied_record, properties
+from .slide import Page, Slide, read_slide
+
+
+@dataclass(frozen=True)
+class SlideInfo:
+    path: Path
+    bigtiff: bool
+    file_size: int
+    profile: IccProfile | None
+    profile_ifds: tuple[int, ...]
+    profile_error: str | None
+    applied: AppliedRecord | None
+    pages: tuple[Page, ...]
+    description_properties: dict[str, str]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "path": str(self.path),
+            "format": "BigTIFF" if self.bigtiff else "TIFF",
+            "file_size": self.file_size,
+            "profile": None
+            if self.profile is None
+            else {**self.profile.summary(), "ifds": list(self.profile_ifds)},
+            "profile_error": self.profile_error,
+            "applied": self.applied is not None,
+            "applied_record": None if self.applied is None else self.applied.to_dict(),
+            "ifds": [_page_dict(p) for p in self.pages],
+        }
+
+
+def _page_dict(page: Page) -> dict[str, object]:
+    return {
+        "index": page.index,
+        "role": page.role.value,
+        "width": page.width,
+        "height": page.height,
+        "layout": page.kind,
+        "segment_size": [page.segment_width, page.segment_height],
+        "segments": len(page.offsets),
+        "empty_segments": sum(1 for c in page.byte_counts if not c),
+        "compression": page.compression_name,
+        "photometric": page.photometric,
+        "icc_bytes": len(page.icc_profile) if page.icc_profile else 0,
+        "data_bytes": sum(page.byte_counts),
+    }
+
+
+def slide_info(path: str | Path) -> SlideInfo:
+    with tiff.TiffReader(path) as reader:
+        slide = read_slide(reader)
+    return info_from_slide(slide)
+
+
+def info_from_slide(slide: Slide) -> SlideInfo:
+    carriers = [p for p in slide.pages if p.icc_profile]
+    profile = None
+    error = None
+    if carriers:
+        first = carriers[0]
+        assert first.icc_profile is not None
+        try:
+            profile = IccProfile.from_bytes(first.icc_profile, f"IFD {first.index} tag 34675")
+        except ProfileError as exc:
+            error = exc.problem
+    return SlideInfo(
+        path=slide.path,
+        bigtiff=slide.structure.bigtiff,
+        file_size=slide.structure.file_size,
+        profile=profile,
+        profile_ifds=tuple(p.index for p in carriers),
+        profile_error=error,
+        applied=applied_record(slide.description),
+        pages=slide.pages,
+        description_properties=properties(slide.description),
+    )
+
+
+def format_info(info: SlideInfo) -> str:
+    lines = [f"{info.path}  ({'BigTIFF' if info.bigtiff else 'TIFF'}, {info.file_size:,} bytes)"]
+    if info.profile is not None:
+        p = info.profile
+        ifds = ", ".join(str(i) for i in info.profile_ifds)
+        lines.append(
+            f"profile: {p.description!r}, {len(p.data):,} bytes, ICC v{p.version} {p.device_class}"
+            f" -> {p.pcs}, default intent {p.default_intent.label}, on IFD {ifds}"
+        )
+        lines.append(f"  sha256 {p.sha256}")
+    elif info.profile_error:
+        lines.append(f"profile: unreadable ({info.profile_error})")
+    else:
+        named = info.description_properties.get("ICC Profile")
+        lines.append("profile: none embedded" + (f" (description names {named!r})" if named else ""))
+    if info.applied is not None:
+        a = info.applied
+        lines.append(
+            f"applied: yes, {a.source_description!r} -> {a.target!r}, {a.intent} intent, "
+            f"{a.mode}, by {a.by}"
+        )
+        lines.append(f"  source sha256 {a.source_sha256}")
+    else:
+        lines.append("applied: no")
+    lines.append("IFDs:")
+    for page in info.pages:
+        size = f"{page.width}x{page.height}"
+        seg = f"{page.segment_width}x{page.segment_height}"
+        empty = sum(1 for c in page.byte_counts if not c)
+        lines.append(
+            f"  {page.index}: {page.role.value:<9} {size:>13} {page.kind} {seg:>9} "
+            f"x{len(page.offsets):<6} {page.compression_name}"
+            + (f", {empty} empty" if empty else "")
+            + (f", ICC {len(page.icc_profile):,} B" if page.icc_profile else "")
+        )
+    return "\n".join(lines)
