@@ -7,8 +7,8 @@ old ones occupied, in file order; a segment that no longer fits is appended at t
 
 from __future__ import annotations
 
-import os
 import bisect
+import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -239,7 +239,9 @@ def _intent(value: Intent | str | None, source: IccProfile) -> Intent:
     try:
         return Intent.parse(value)
     except ValueError as exc:
-        raise SvsiccError(None, str(exc), hint="use perceptual, relative, saturation or absolute")
+        raise SvsiccError(
+            None, str(exc), hint="use perceptual, relative, saturation or absolute"
+        ) from None
 
 
 def _check_paths(src: Path, dst: Path, in_place: bool, overwrite: bool) -> None:
@@ -331,8 +333,10 @@ def _free_blocks(
             raise TiffFormatError(
                 slide.path, f"segments overlap at offset {start}; the file is corrupt"
             )
-        if blocks and start - blocks[-1][1] <= MAX_PADDING_GAP and not _intersects(
-            protected, blocks[-1][1], start
+        if (
+            blocks
+            and start - blocks[-1][1] <= MAX_PADDING_GAP
+            and not _intersects(protected, blocks[-1][1], start)
         ):
             blocks[-1] = (blocks[-1][0], end)
         else:
@@ -341,7 +345,8 @@ def _free_blocks(
         if _intersects(protected, start, end):
             raise TiffFormatError(
                 slide.path,
-                f"segment data at offset {start} overlaps the file's structure; the file is corrupt",
+                f"segment data at offset {start} overlaps the file's structure; "
+                "the file is corrupt",
             )
     return blocks
 
@@ -354,7 +359,10 @@ def _protected_extents(
     count_size = 8 if st.bigtiff else 2
     for ifd in st.ifds:
         extents.append(
-            (ifd.offset, ifd.offset + count_size + len(ifd.entries) * st.entry_size + st.offset_size)
+            (
+                ifd.offset,
+                ifd.offset + count_size + len(ifd.entries) * st.entry_size + st.offset_size,
+            )
         )
         for entry in ifd.entries.values():
             if not entry.inline:
@@ -420,10 +428,10 @@ def _write_copy(
     )
     table_file = _table_file_for_workers(table, pool)
     try:
-        done = 0
-        for task, result in process_segments(
+        processed = process_segments(
             slide.path, jobs, tasks, table, table_file, pool, keep_bad, _ReaderFile(reader)
-        ):
+        )
+        for done, (task, result) in enumerate(processed, start=1):
             if isinstance(result, BadSegment):
                 bad.append(result)
                 data = reader.read(task.offset, task.count, "segment", ifd=task.page)
@@ -434,7 +442,6 @@ def _write_copy(
                 new_offsets[page_index][segment] = offset
                 new_counts[page_index][segment] = len(data)
                 rewritten[page_index] += 1
-            done += 1
             if progress is not None:
                 progress(done, len(tasks))
     finally:
@@ -467,13 +474,13 @@ class _ReaderFile:
 
     def __init__(self, reader: tiff.TiffReader) -> None:
         self._reader = reader
-        self._pending: tuple[int, int] = (0, 0)
+        self._offset = 0
 
     def seek(self, offset: int) -> None:
-        self._pending = (offset, 0)
+        self._offset = offset
 
     def read(self, size: int) -> bytes:
-        return self._reader.read(self._pending[0], size, "segment")
+        return self._reader.read(self._offset, size, "segment")
 
 
 def _table_file_for_workers(table: ColourTable, pool: WorkerPool | None) -> Path | None:
@@ -495,7 +502,9 @@ def _patch_ints(patcher: tiff.TiffPatcher, entry: tiff.TiffEntry, values: list[i
     if patcher.structure.bigtiff:
         type_ = entry.type if largest < 2 ** (8 * tiff.TYPE_SIZES[entry.type]) else tiff.TYPE_LONG8
     else:
-        type_ = tiff.TYPE_SHORT if entry.type == tiff.TYPE_SHORT and largest < 2**16 else tiff.TYPE_LONG
+        type_ = (
+            tiff.TYPE_SHORT if entry.type == tiff.TYPE_SHORT and largest < 2**16 else tiff.TYPE_LONG
+        )
     if largest >= tiff.CLASSIC_LIMIT and not patcher.structure.bigtiff:
         raise OutputError(patcher.path, "offsets past 4 GiB do not fit a classic TIFF")
     data = tiff.pack_ints(patcher.structure.byteorder, type_, values)
@@ -519,7 +528,10 @@ def _mark(
     ]
     for page in carriers:
         patcher.overwrite(
-            page.ifd.entries[tiff.TAG_ICC_PROFILE], tiff.TYPE_UNDEFINED, len(target.data), target.data
+            page.ifd.entries[tiff.TAG_ICC_PROFILE],
+            tiff.TYPE_UNDEFINED,
+            len(target.data),
+            target.data,
         )
     carrier_indexes = {p.index for p in carriers} | rewritten
     for page in slide.pages:
@@ -545,4 +557,3 @@ def _mark(
             len(target.data),
             target.data,
         )
-

@@ -128,6 +128,13 @@ def default_target() -> IccProfile:
     return IccProfile.from_bytes(data, "built-in sRGB profile")
 
 
+def _littlecms_version() -> str:
+    # A table is exact only for the LittleCMS that built it.
+    from PIL import features
+
+    return str(features.version("littlecms2"))
+
+
 def _cache_dir() -> Path:
     root = os.environ.get("SVSICC_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "svsicc"
@@ -153,7 +160,7 @@ class TransformKey:
     @property
     def name(self) -> str:
         tag = f"{self.source_sha256[:16]}-{self.target_sha256[:16]}-{int(self.intent)}"
-        return f"table-{tag}-lcms{ImageCms.core.littlecms_version}.npy"
+        return f"table-{tag}-lcms{_littlecms_version()}.npy"
 
 
 class ColourTable:
@@ -231,7 +238,7 @@ class ColourTable:
         words = bgrx.view("<u4")[..., 0]
         index = np.bitwise_and(words, np.uint32(0xFFFFFF))
         # mode="clip" skips numpy's per-element bounds check: the index is < 2**24 by the mask.
-        out = np.take(self.table, index, mode="clip")
+        out: np.ndarray = np.take(self.table, index, mode="clip")
         return out.view(np.uint8).reshape(bgrx.shape)
 
     def apply_rgb(self, rgb: np.ndarray) -> np.ndarray:
@@ -268,4 +275,5 @@ def reference_transform(
     """LittleCMS applied directly, per pixel: the ground truth tests and verify compare to."""
     transform = build_transform(source, target, intent)
     image = Image.fromarray(np.ascontiguousarray(rgb[..., :3]), "RGB")
-    return np.asarray(ImageCms.applyTransform(image, transform))
+    result: np.ndarray = np.asarray(ImageCms.applyTransform(image, transform))
+    return result

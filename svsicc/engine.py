@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from .codecs import SegmentCodec
 from .codecs.jpeg import JpegCodec, JpegFormatError
@@ -75,7 +75,8 @@ def make_codec(job: PageJob) -> SegmentCodec:
     if job.compression in (COMPRESSION_JP2K_YCBCR, COMPRESSION_JP2K_RGB):
         from .codecs.jpeg2k import Jpeg2000Codec
 
-        return Jpeg2000Codec(job.compression)
+        codec: SegmentCodec = Jpeg2000Codec(job.compression)
+        return codec
     raise UnsupportedLayoutError(None, f"compression {job.compression} is not supported")
 
 
@@ -112,7 +113,13 @@ class SegmentProcessor:
         return codec.encode(self._table.apply_bgrx(pixels), "RGBX", data)
 
 
-def read_segment(fh: BinaryIO, task: SegmentTask) -> bytes:
+class SeekableReader(Protocol):
+    def seek(self, offset: int, /) -> object: ...
+
+    def read(self, size: int, /) -> bytes: ...
+
+
+def read_segment(fh: SeekableReader, task: SegmentTask) -> bytes:
     fh.seek(task.offset)
     return fh.read(task.count)
 
@@ -131,7 +138,10 @@ def _worker_processor(task: BatchTask) -> tuple[SegmentProcessor, BinaryIO]:
         table = None
         if task.table_file is not None:
             cached = _worker_state.get("table")
-            if isinstance(cached, ColourTable) and _worker_state.get("table_file") == task.table_file:
+            if (
+                isinstance(cached, ColourTable)
+                and _worker_state.get("table_file") == task.table_file
+            ):
                 table = cached
             else:
                 table = ColourTable.from_file(Path(task.table_file))
@@ -207,7 +217,7 @@ def process_segments(
     table_file: Path | None,
     pool: WorkerPool | None,
     keep_bad: bool,
-    fh: BinaryIO,
+    fh: SeekableReader,
 ) -> Iterator[tuple[SegmentTask, bytes | BadSegment]]:
     """Yield (task, new bytes) in task order, computed in-process or on the pool."""
     if pool is None or pool.workers == 1:

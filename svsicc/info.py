@@ -100,7 +100,9 @@ def format_info(info: SlideInfo) -> str:
         lines.append(f"profile: unreadable ({info.profile_error})")
     else:
         named = info.description_properties.get("ICC Profile")
-        lines.append("profile: none embedded" + (f" (description names {named!r})" if named else ""))
+        lines.append(
+            "profile: none embedded" + (f" (description names {named!r})" if named else "")
+        )
     if info.applied is not None:
         a = info.applied
         lines.append(

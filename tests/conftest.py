@@ -54,7 +54,9 @@ def scanscope_bytes() -> bytes:
 
 
 @pytest.fixture(autouse=True)
-def _private_table_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _private_table_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """One colour-table cache for the whole session, never the user's ~/.cache."""
     cache = tmp_path_factory.getbasetemp() / "svsicc-cache"
     monkeypatch.setenv("SVSICC_CACHE_DIR", str(cache))

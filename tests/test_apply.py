@@ -102,7 +102,9 @@ def assert_colour(original: Path, output: Path, bar: Bar, source: IccProfile = S
         p, m = psnr(b, expected), mean_abs(b, expected)
         figures.append((level, round(p, 2), round(m, 3)))
         assert p >= bar.psnr and m <= bar.mean, (output.name, level, p, m)
-    thumb_expected = reference_transform(openslide_thumbnail(original), source, TARGET, source.default_intent)
+    thumb_expected = reference_transform(
+        openslide_thumbnail(original), source, TARGET, source.default_intent
+    )
     thumb = openslide_thumbnail(output)
     assert psnr(thumb, thumb_expected) >= bar.psnr - 2
     return figures
@@ -120,7 +122,9 @@ def cmu_applied(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, svsicc.
     return out, result
 
 
-def test_cmu_small_region_colour_matches_littlecms(cmu_applied: tuple[Path, svsicc.ApplyResult]) -> None:
+def test_cmu_small_region_colour_matches_littlecms(
+    cmu_applied: tuple[Path, svsicc.ApplyResult],
+) -> None:
     out, result = cmu_applied
     # Aperio Q=30 RGB JPEG: a low-quality source.
     figures = assert_colour(CMU_SMALL, out, SUBSAMPLED_OR_LOW_QUALITY)
@@ -144,7 +148,11 @@ def test_cmu_layout_is_preserved(cmu_applied: tuple[Path, svsicc.ApplyResult]) -
             markers = [m for m, _ in jpeg_markers(new)]
             # Abbreviated RGB stream, exactly like the source: no tables, no JFIF, no Adobe.
             assert markers == [m for m, _ in jpeg_markers(old)] == [0xC0, 0xDA]
-            assert sof_components(new) == sof_components(old) == [(0, 0x11, 0), (1, 0x11, 0), (2, 0x11, 0)]
+            assert (
+                sof_components(new)
+                == sof_components(old)
+                == [(0, 0x11, 0), (1, 0x11, 0), (2, 0x11, 0)]
+            )
             assert abs(len(new) - len(old)) < 0.25 * len(old) + 64
     # Label and macro: another camera, byte-identical.
     for page in (2, 3):
@@ -170,7 +178,9 @@ def test_cmu_is_marked(cmu_applied: tuple[Path, svsicc.ApplyResult]) -> None:
         assert tif.pages[0].description.startswith("Aperio Image Library v11.2.1")
 
 
-def test_workers_give_identical_bytes(tmp_path: Path, cmu_applied: tuple[Path, svsicc.ApplyResult]) -> None:
+def test_workers_give_identical_bytes(
+    tmp_path: Path, cmu_applied: tuple[Path, svsicc.ApplyResult]
+) -> None:
     out, _ = cmu_applied
     parallel = tmp_path / "parallel.svs"
     svsicc.apply(CMU_SMALL, parallel, profile=SCANSCOPE, workers=2)
@@ -185,7 +195,9 @@ def test_uncompressed_embedded_profile_is_exact(tmp_path: Path) -> None:
     original = tifffile.imread(CMU_EMBED)
     converted = tifffile.imread(out)
     # Lossless: the stored pixels are exactly the LittleCMS transform's output.
-    assert np.array_equal(converted, reference_transform(original, SOURCE, TARGET, Intent.PERCEPTUAL))
+    assert np.array_equal(
+        converted, reference_transform(original, SOURCE, TARGET, Intent.PERCEPTUAL)
+    )
     # OpenSlide opens it and reports the new profile. (OpenSlide 4.0.1's libtiff refuses to read
     # this file's 592x592 uncompressed tile, original included: its byte count is not a multiple
     # of 1 KiB, so pixels are compared through tifffile above.)
@@ -234,7 +246,9 @@ def test_image_smaller_than_one_tile(tmp_path: Path) -> None:
     floor = _ideal_requantisation(padded, qtable.reshape(8, 8))
     assert psnr(after, expected) >= psnr(floor, expected) - 0.1
     assert psnr(after, expected) >= 39.5 and mean_abs(after, expected) <= 2.1
-    thumb_expected = reference_transform(openslide_thumbnail(OPENSLIDE_SMALL), SOURCE, TARGET, Intent.PERCEPTUAL)
+    thumb_expected = reference_transform(
+        openslide_thumbnail(OPENSLIDE_SMALL), SOURCE, TARGET, Intent.PERCEPTUAL
+    )
     assert psnr(openslide_thumbnail(out), thumb_expected) >= 38
 
 
@@ -274,7 +288,9 @@ def _build(folder: Path, name: str, crop: np.ndarray, style: str, **changes: obj
 
 
 def test_at2_style(tmp_path: Path, crop: np.ndarray, scanscope_bytes: bytes) -> None:
-    src = _build(tmp_path, "at2.svs", crop, "at2", profile=scanscope_bytes, zero_length_tiles=((0, 3),))
+    src = _build(
+        tmp_path, "at2.svs", crop, "at2", profile=scanscope_bytes, zero_length_tiles=((0, 3),)
+    )
     out = tmp_path / "at2_srgb.svs"
     before = sha256(src)
     result = svsicc.apply(src, out, workers=2)
@@ -298,8 +314,12 @@ def test_at2_style(tmp_path: Path, crop: np.ndarray, scanscope_bytes: bytes) -> 
     ("subsampling", "bar"),
     [("4:2:0", YCBCR), ("4:2:2", YCBCR), ("4:4:4", YCBCR)],
 )
-def test_gt450_style(tmp_path: Path, crop: np.ndarray, scanscope_bytes: bytes, subsampling: str, bar: Bar) -> None:
-    src = _build(tmp_path, "gt450.svs", crop, "gt450", profile=scanscope_bytes, subsampling=subsampling)
+def test_gt450_style(
+    tmp_path: Path, crop: np.ndarray, scanscope_bytes: bytes, subsampling: str, bar: Bar
+) -> None:
+    src = _build(
+        tmp_path, "gt450.svs", crop, "gt450", profile=scanscope_bytes, subsampling=subsampling
+    )
     out = tmp_path / "gt450_srgb.svs"
     result = svsicc.apply(src, out, workers=1)
     figures = assert_colour(src, out, bar)
@@ -313,7 +333,9 @@ def test_gt450_style(tmp_path: Path, crop: np.ndarray, scanscope_bytes: bytes, s
             assert [m for m, _ in new_markers] == [m for m, _ in old_markers]
             assert new_markers[0] == old_markers[0] and new_markers[0][1][:5] == b"JFIF\x00"
             assert sof_components(new) == sof_components(old)
-            assert [p for m, p in new_markers if m == 0xDB] == [p for m, p in old_markers if m == 0xDB]
+            assert [p for m, p in new_markers if m == 0xDB] == [
+                p for m, p in old_markers if m == 0xDB
+            ]
     with tifffile.TiffFile(out) as tif:
         for page in tif.pages:
             carries = 34675 in page.tags
@@ -341,7 +363,9 @@ def test_lzw_is_lossless(tmp_path: Path, crop: np.ndarray, scanscope_bytes: byte
                 assert np.array_equal(pb.asarray(), expected)
     before, after = openslide_levels(src), openslide_levels(out)
     for a_level, b_level in zip(before, after, strict=True):
-        assert np.array_equal(b_level, reference_transform(a_level, SOURCE, TARGET, Intent.PERCEPTUAL))
+        assert np.array_equal(
+            b_level, reference_transform(a_level, SOURCE, TARGET, Intent.PERCEPTUAL)
+        )
 
 
 def test_include_associated_converts_label_and_macro(tmp_path: Path) -> None:
@@ -350,4 +374,6 @@ def test_include_associated_converts_label_and_macro(tmp_path: Path) -> None:
     assert [p.role for p in result.pages] == ["level", "thumbnail", "label", "macro"]
     label_before = tifffile.imread(CMU_SMALL, key=2)
     label_after = tifffile.imread(out, key=2)
-    assert np.array_equal(label_after, reference_transform(label_before, SOURCE, TARGET, Intent.PERCEPTUAL))
+    assert np.array_equal(
+        label_after, reference_transform(label_before, SOURCE, TARGET, Intent.PERCEPTUAL)
+    )

@@ -96,13 +96,17 @@ def test_already_applied_is_refused(tmp_path: Path, capsys: pytest.CaptureFixtur
     ],
     ids=["garbage", "truncated", "empty"],
 )
-def test_bad_input_files(tmp_path: Path, capsys: pytest.CaptureFixture[str], make, needle: str) -> None:  # type: ignore[no-untyped-def]
+def test_bad_input_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make, needle: str
+) -> None:  # type: ignore[no-untyped-def]
     src_dir = tmp_path / "src"
     src_dir.mkdir()
     make(src_dir)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    code, _, err = run(capsys, "apply", src_dir / "x.svs", out_dir / "o.svs", "--profile", SCANSCOPE)
+    code, _, err = run(
+        capsys, "apply", src_dir / "x.svs", out_dir / "o.svs", "--profile", SCANSCOPE
+    )
     assert code == 2
     assert_one_line_error(err, "x.svs", needle)
     assert list(out_dir.iterdir()) == []
@@ -118,7 +122,9 @@ def test_broken_profiles(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         (truncated, "truncated"),
         (DATA / "sGrey-v4.icc", "RGB profile is required"),
     ):
-        code, _, err = run(capsys, "apply", OPENSLIDE_SMALL, tmp_path / "o.svs", "--profile", profile)
+        code, _, err = run(
+            capsys, "apply", OPENSLIDE_SMALL, tmp_path / "o.svs", "--profile", profile
+        )
         assert code == 2
         assert_one_line_error(err, profile.name, needle)
         assert not (tmp_path / "o.svs").exists()
@@ -181,7 +187,9 @@ def test_output_equal_to_input_needs_in_place(
     assert json.loads(stdout)["applied"] is True
 
 
-def test_existing_output_needs_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_existing_output_needs_overwrite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "o.svs"
     out.write_bytes(b"keep me")
     code, _, err = run(capsys, "apply", OPENSLIDE_SMALL, out, "--profile", SCANSCOPE)
@@ -192,7 +200,9 @@ def test_existing_output_needs_overwrite(tmp_path: Path, capsys: pytest.CaptureF
     assert out.read_bytes()[:2] == b"II"
 
 
-def test_input_is_never_opened_for_writing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_input_is_never_opened_for_writing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     read_only = tmp_path / "ro.svs"
     shutil.copyfile(TCGA, read_only)
     read_only.chmod(0o444)
@@ -203,7 +213,14 @@ def test_input_is_never_opened_for_writing(tmp_path: Path, capsys: pytest.Captur
 
 def test_console_script_runs_without_traceback(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "svsicc.cli", "apply", str(tmp_path / "missing.svs"), str(tmp_path / "o.svs")],
+        [
+            sys.executable,
+            "-m",
+            "svsicc.cli",
+            "apply",
+            str(tmp_path / "missing.svs"),
+            str(tmp_path / "o.svs"),
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -212,7 +229,9 @@ def test_console_script_runs_without_traceback(tmp_path: Path) -> None:
     assert proc.stderr.strip() == f"svsicc: {tmp_path / 'missing.svs'}: no such file"
 
 
-def test_marked_description_keeps_original_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_marked_description_keeps_original_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "o.svs"
     assert run(capsys, "apply", CMU_SMALL, out, "--profile", SCANSCOPE, "--quiet")[0] == 0
     with tifffile.TiffFile(CMU_SMALL) as a, tifffile.TiffFile(out) as b:

@@ -30,8 +30,20 @@ ZIGZAG = (
     59, 52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63,
 )  # fmt: skip
 
-SOI, EOI, SOS, DQT, DHT, DRI, SOF0, SOF1, SOF2 = 0xD8, 0xD9, 0xDA, 0xDB, 0xC4, 0xDD, 0xC0, 0xC1, 0xC2
-SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+SOI, EOI, SOS, DQT, DHT, DRI, SOF0, SOF1, SOF2 = (
+    0xD8,
+    0xD9,
+    0xDA,
+    0xDB,
+    0xC4,
+    0xDD,
+    0xC0,
+    0xC1,
+    0xC2,
+)
+SOF_MARKERS = frozenset(
+    {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+)
 APP_OR_COM = frozenset(range(0xE0, 0xF0)) | {0xFE}
 
 PHOTOMETRIC_RGB = 2
@@ -176,10 +188,7 @@ class JpegSettings:
 
 def _natural_order(entry: bytes) -> tuple[int, ...]:
     precision = entry[0] >> 4
-    if precision:
-        values = struct.unpack(">64H", entry[1:129])
-    else:
-        values = tuple(entry[1:65])
+    values = struct.unpack(">64H", entry[1:129]) if precision else tuple(entry[1:65])
     natural = [0] * 64
     for k, v in enumerate(values):
         natural[ZIGZAG[k]] = v
@@ -248,9 +257,7 @@ def _colorspace(segments: list[Segment], comps: tuple[Component, ...], photometr
         if seg.marker == 0xEE and seg.payload[:5] == b"Adobe" and len(seg.payload) >= 12:
             marked = "YCbCr" if seg.payload[11] == 1 else "RGB"
             if marked != wanted:
-                raise JpegFormatError(
-                    f"Adobe marker says {marked} but Photometric says {wanted}"
-                )
+                raise JpegFormatError(f"Adobe marker says {marked} but Photometric says {wanted}")
     return wanted
 
 

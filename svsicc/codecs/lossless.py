@@ -32,7 +32,7 @@ class LosslessCodec:
         expected = rows * cols * 3
         if self.compression == COMPRESSION_LZW:
             try:
-                data = imagecodecs.lzw_decode(data, out=expected)
+                data = bytes(imagecodecs.lzw_decode(data, out=expected))
             except Exception as exc:  # imagecodecs raises its own error types
                 raise LosslessFormatError(f"LZW stream cannot be decoded: {exc}") from None
         if len(data) < expected:
