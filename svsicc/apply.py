@@ -184,7 +184,7 @@ def apply(
         table = ColourTable.load_or_build(source_profile, target_profile, chosen_intent)
         identity = (
             source_profile.sha256 == target_profile.sha256
-            or table.max_deviation_from_identity() <= IDENTITY_TOLERANCE
+            or table.is_identity(IDENTITY_TOLERANCE)
         )
         rewrite = [] if identity else _pages_to_rewrite(slide, include_associated)
         marks = _Marks(source_profile, target_profile, chosen_intent, identity)

@@ -222,16 +222,16 @@ class ColourTable:
                     os.unlink(tmp)
         return False
 
+    def is_identity(self, tolerance: int) -> bool:
+        """Whether no colour moves by more than ``tolerance`` levels in any channel."""
+        # A real scanner profile moves most colours: a sample decides that in a millisecond.
+        sample = np.random.default_rng(0).integers(0, TABLE_SIZE, 4096, dtype=np.uint32)
+        if _max_deviation(self.table[sample], sample) > tolerance:
+            return False
+        return _max_deviation(self.table, np.arange(TABLE_SIZE, dtype=np.uint32)) <= tolerance
+
     def max_deviation_from_identity(self) -> int:
-        identity = np.arange(TABLE_SIZE, dtype=np.uint32)
-        out = self.table
-        worst = 0
-        for shift in (0, 8, 16):
-            # Output byte k is channel k (R at bits 0-7); input channel R is bits 16-23.
-            got = (out >> np.uint32(shift)) & np.uint32(0xFF)
-            want = (identity >> np.uint32(16 - shift)) & np.uint32(0xFF)
-            worst = max(worst, int(np.abs(got.astype(np.int16) - want.astype(np.int16)).max()))
-        return worst
+        return _max_deviation(self.table, np.arange(TABLE_SIZE, dtype=np.uint32))
 
     def apply_bgrx(self, bgrx: np.ndarray) -> np.ndarray:
         """(rows, cols, 4) BGRX pixels -> (rows, cols, 4) RGBX pixels."""
@@ -248,6 +248,17 @@ class ColourTable:
         index |= rgb[..., 2]
         out = np.take(self.table, index, mode="clip")
         return out.view(np.uint8).reshape(*rgb.shape[:-1], 4)[..., :3]
+
+
+def _max_deviation(outputs: np.ndarray, inputs: np.ndarray) -> int:
+    """Largest channel difference between packed RGBX ``outputs`` and 0xRRGGBB ``inputs``."""
+    worst = 0
+    for shift in (0, 8, 16):
+        # Output byte k is channel k (R at bits 0-7); input channel R is bits 16-23.
+        got = (outputs >> np.uint32(shift)) & np.uint32(0xFF)
+        want = (inputs >> np.uint32(16 - shift)) & np.uint32(0xFF)
+        worst = max(worst, int(np.abs(got.astype(np.int16) - want.astype(np.int16)).max()))
+    return worst
 
 
 def build_transform(
