@@ -26,6 +26,7 @@ from PIL import Image, ImageCms
 from .exceptions import ProfileError
 
 ICC_HEADER_SIZE = 128
+_LOW_24_BITS = 0xFFFFFF
 TABLE_SIZE = 1 << 24
 
 
@@ -236,15 +237,18 @@ class ColourTable:
     def apply_bgrx(self, bgrx: np.ndarray) -> np.ndarray:
         """(rows, cols, 4) BGRX pixels -> (rows, cols, 4) RGBX pixels."""
         words = bgrx.view("<u4")[..., 0]
-        index = np.bitwise_and(words, np.uint32(0xFFFFFF))
-        # mode="clip" skips numpy's per-element bounds check: the index is < 2**24 by the mask.
+        # The mask writes straight into native integers: numpy's take converts any other index
+        # type first, which costs more than the gather. mode="clip" skips the per-element bounds
+        # check; the mask already keeps every index below 2**24.
+        index = np.empty(words.shape, np.intp)
+        np.bitwise_and(words, _LOW_24_BITS, out=index, casting="unsafe")
         out: np.ndarray = np.take(self.table, index, mode="clip")
         return out.view(np.uint8).reshape(bgrx.shape)
 
     def apply_rgb(self, rgb: np.ndarray) -> np.ndarray:
         """(..., 3) RGB -> (..., 3) RGB, for callers that hold plain arrays."""
-        index = rgb[..., 0].astype(np.uint32) << 16
-        index |= rgb[..., 1].astype(np.uint32) << 8
+        index = rgb[..., 0].astype(np.intp) << 16
+        index |= rgb[..., 1].astype(np.intp) << 8
         index |= rgb[..., 2]
         out = np.take(self.table, index, mode="clip")
         return out.view(np.uint8).reshape(*rgb.shape[:-1], 4)[..., :3]
