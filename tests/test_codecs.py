@@ -1,0 +1,124 @@
+"""Codec round trips with an explicit tolerance per codec (0 for lossless), and the stream
+parameters each re-encode must keep."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from svsicc.codecs.jpeg import JpegCodec, JpegFormatError, split_header
+from svsicc.codecs.lossless import LosslessCodec
+from svsicc.codecs.pixels import bgrx_from_rgb, rgb_from_layout
+
+from .conftest import CMU_SMALL, psnr
+
+# Decoding a stream and re-encoding the decoded pixels at the stream's own tables is nearly
+# idempotent: what is left is rounding in the colour conversion and the DCT.
+JPEG_RGB_REENCODE_PSNR = 55.0
+# Chroma upsampled by the decoder and downsampled again by the encoder does not land back on the
+# same samples: 4:2:0 keeps less.
+JPEG_YCBCR_REENCODE_PSNR = {0: 45.0, 1: 45.0, 2: 40.0}
+
+
+@pytest.fixture(scope="module")
+def tissue() -> np.ndarray:
+    return np.ascontiguousarray(tifffile.imread(CMU_SMALL)[1000:1256, 800:1056])
+
+
+def encode_pillow(rgb: np.ndarray, **options: object) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", **options)
+    return buf.getvalue()
+
+
+def markers(stream: bytes) -> list[int]:
+    segments, _ = split_header(stream)
+    return [s.marker for s in segments]
+
+
+@pytest.mark.parametrize(("compression", "predictor"), [(1, 1), (5, 1), (5, 2)])
+def test_lossless_round_trip_is_exact(tissue: np.ndarray, compression: int, predictor: int) -> None:
+    codec = LosslessCodec(compression, predictor)
+    stored = codec.encode(bgrx_from_rgb(tissue), "BGRX", b"")
+    decoded = codec.decode(stored, 256, 256)
+    assert np.array_equal(rgb_from_layout(decoded, "BGRX"), tissue)
+    assert codec.encode(decoded, "BGRX", b"") == stored
+
+
+def test_lossless_rejects_short_segments(tissue: np.ndarray) -> None:
+    codec = LosslessCodec(1, 1)
+    with pytest.raises(ValueError, match="expected 196608"):
+        codec.decode(tissue.tobytes()[:1000], 256, 256)
+
+
+def test_aperio_rgb_stream_round_trip() -> None:
+    with tifffile.TiffFile(CMU_SMALL) as tif:
+        page = tif.pages[0]
+        tables = page.tags[347].value
+        tif.filehandle.seek(page.dataoffsets[40])
+        tile = tif.filehandle.read(page.databytecounts[40])
+    codec = JpegCodec(tables, photometric=2)
+    pixels = codec.decode(tile, 240, 240)
+    again = codec.encode(pixels, "BGRX", tile)
+    assert markers(again) == markers(tile) == [0xC0]  # abbreviated: no tables, no JFIF/Adobe
+    assert psnr(codec.decode(again, 240, 240), pixels) >= JPEG_RGB_REENCODE_PSNR
+    settings = codec.settings_for(tile)
+    assert settings.colorspace == "RGB" and settings.sampling_name == "4:4:4"
+    assert [c.id for c in settings.components] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("subsampling", [0, 1, 2])
+def test_jfif_ycbcr_stream_keeps_its_parameters(tissue: np.ndarray, subsampling: int) -> None:
+    source = encode_pillow(tissue, quality=91, subsampling=subsampling, restart_marker_blocks=4)
+    codec = JpegCodec(None, photometric=6)
+    pixels = codec.decode(source, 256, 256)
+    again = codec.encode(pixels, "BGRX", source)
+    assert markers(again) == markers(source)
+    src_segments, _ = split_header(source)
+    new_segments, _ = split_header(again)
+    for a, b in zip(src_segments, new_segments, strict=True):
+        if a.marker in (0xE0, 0xDB, 0xC0, 0xC4, 0xDD):  # JFIF, tables, frame, restart interval
+            assert a.payload == b.payload
+    assert psnr(codec.decode(again, 256, 256), pixels) >= JPEG_YCBCR_REENCODE_PSNR[subsampling]
+
+
+def test_optimised_huffman_tables_stay_optimised(tissue: np.ndarray) -> None:
+    source = encode_pillow(tissue, quality=80, optimize=True)
+    codec = JpegCodec(None, photometric=6)
+    assert codec.settings_for(source).optimize
+    again = codec.encode(codec.decode(source, 256, 256), "BGRX", source)
+    assert len(again) <= len(source) * 1.02
+
+
+def test_pixel_layouts_encode_alike(tissue: np.ndarray) -> None:
+    source = encode_pillow(tissue, quality=90)
+    codec = JpegCodec(None, photometric=6)
+    bgrx = codec.decode(source, 256, 256)
+    rgbx = np.ascontiguousarray(bgrx[..., [2, 1, 0, 3]])
+    assert codec.encode(bgrx, "BGRX", source) == codec.encode(rgbx, "RGBX", source)
+
+
+@pytest.mark.parametrize(
+    ("options", "photometric", "message"),
+    [
+        ({"progressive": True}, 6, "progressive"),
+        ({"keep_rgb": True}, 6, "Adobe marker says RGB but Photometric says YCbCr"),
+        ({}, 5, "photometric interpretation 5"),
+    ],
+)
+def test_streams_we_cannot_reproduce_are_refused(
+    tissue: np.ndarray, options: dict[str, object], photometric: int, message: str
+) -> None:
+    source = encode_pillow(tissue, quality=90, **options)
+    with pytest.raises(JpegFormatError, match=message):
+        JpegCodec(None, photometric).settings_for(source)
+
+
+def test_grey_jpeg_is_refused(tissue: np.ndarray) -> None:
+    source = encode_pillow(tissue[..., 0], quality=90)
+    with pytest.raises(JpegFormatError, match="1-component"):
+        JpegCodec(None, 6).settings_for(source)
