@@ -36,7 +36,7 @@ from .exceptions import (
     UnsupportedLayoutError,
 )
 from .marking import applied_record, mark_applied, rename_profile
-from .output import TempOutput, copy_ranges, gaps, output_error
+from .output import TempOutput, bigtiff_twin, copy_ranges, gaps, output_error
 from .slide import Page, Role, Slide, read_slide
 
 # LittleCMS maps Aperio's HP sRGB profile to the compact sRGB with at most one level of rounding
@@ -198,6 +198,16 @@ def apply(
                         reader, slide, rewrite, table, marks, out, run_pool, keep_bad_tiles,
                         progress,
                     )  # fmt: skip
+                # -- BigTIFF promotion hook (issue 7; svsicc.output.bigtiff_twin) ------------
+                except tiff.ClassicTiffLimitError:
+                    # The classic copy would pass 4 GiB: write it again from a BigTIFF twin.
+                    with bigtiff_twin(reader, out) as twin:
+                        big = read_slide(twin)
+                        pages, bad = _write_copy(
+                            twin, big, [big.pages[p.index] for p in rewrite], table, marks, out,
+                            run_pool, keep_bad_tiles, progress,
+                        )  # fmt: skip
+                # -- end of BigTIFF promotion hook -------------------------------------------
                 except OSError as exc:
                     raise output_error(dst, exc) from None
                 assert out.file is not None

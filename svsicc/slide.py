@@ -1,12 +1,16 @@
 """What an Aperio SVS file holds: its pages, their roles, geometry and segments.
 
-Built on :mod:`svsicc.tiff`; nothing here reads pixels.
+Built on :mod:`svsicc.tiff`; nothing here reads pixels. Everything a corrupt or hostile file could
+use to make svsicc allocate gigabytes, loop, or overwrite one structure while rewriting another is
+checked here, before any segment is read: segment counts against the geometry, segment sizes
+against what their pixels can need, overlaps between segments and the file's structure, and the
+JPEGTables marker structure. Each problem is a :class:`TiffFormatError` naming the IFD (and tile).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 from . import tiff
@@ -21,11 +25,24 @@ COMPRESSION_NAMES = {
 }
 PHOTOMETRIC_RGB = 2
 PHOTOMETRIC_YCBCR = 6
-# Geometry that would need more segments than this is corrupt, not a slide.
-MAX_SEGMENTS = 50_000_000
+# Geometry that would need more segments than this is corrupt, not a slide: 4 million 240x240
+# tiles are 230 gigapixels, ten times the largest slides scanned today.
+MAX_SEGMENTS = 4_000_000
+# A decoded segment is held as (rows, cols, 4) bytes: 64 Mpx is 256 MiB, far above any real tile
+# or strip (Aperio: 240x240 or 256x256 tiles, strips of 16 rows).
+MAX_SEGMENT_PIXELS = 1 << 26
+# A compressed segment larger than this many times its raw size (plus headroom for markers) is a
+# corrupt byte count; reading it would allocate whatever the count says.
+MAX_EXPANSION = 8
+SEGMENT_HEADROOM = 1 << 20
+MAX_DESCRIPTION_BYTES = 4 << 20
+MAX_ICC_BYTES = 64 << 20
+MAX_JPEG_TABLES_BYTES = 1 << 20  # real ones are 289 bytes (AT2) to a few KiB
+MAX_SAMPLES = 64
+COMPRESSION_JPEG = 7
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     LEVEL = "level"
     THUMBNAIL = "thumbnail"
     LABEL = "label"
@@ -126,7 +143,111 @@ def read_slide(reader: tiff.TiffReader) -> Slide:
         raise UnsupportedLayoutError(
             reader.path, "IFD 0 is not tiled; an SVS slide keeps its full-resolution level in tiles"
         )
+    check_extents(reader.structure, pages)
     return Slide(reader.path, reader.structure, pages)
+
+
+_SEGMENT, _VALUE, _STRUCTURE = 0, 1, 2
+
+
+@dataclass(frozen=True, order=True)
+class _Extent:
+    start: int
+    stop: int
+    kind: int
+    ifd: int
+    item: int  # segment index, or tag
+
+    def describe(self) -> str:
+        if self.kind == _SEGMENT:
+            return f"segment {self.item} of IFD {self.ifd} (offset {self.start}, {self.size} bytes)"
+        if self.kind == _VALUE:
+            return f"the value of tag {self.item} of IFD {self.ifd} (offset {self.start})"
+        if self.ifd < 0:
+            return "the file header"
+        return f"the table of IFD {self.ifd} (offset {self.start})"
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+
+def check_extents(structure: tiff.TiffStructure, pages: tuple[Page, ...]) -> None:
+    """Refuse files in which segments, IFD tables and tag values partly overlap.
+
+    Rewriting a segment that overlaps anything else would corrupt the other. Identical extents
+    are allowed among segments (scanners share one blank tile) and among tag values (shared
+    JPEGTables); every other overlap is an error naming the IFD and segment.
+    """
+    extents = [_Extent(0, 16 if structure.bigtiff else 8, _STRUCTURE, -1, 0)]
+    for ifd in structure.ifds:
+        extents.append(_Extent(ifd.offset, ifd.end, _STRUCTURE, ifd.index, 0))
+        for entry in ifd.entries.values():
+            if not entry.inline and entry.nbytes:
+                stop = entry.value_offset + entry.nbytes
+                extents.append(_Extent(entry.value_offset, stop, _VALUE, ifd.index, entry.tag))
+    for page in pages:
+        for i, (offset, count) in enumerate(zip(page.offsets, page.byte_counts, strict=True)):
+            if count:
+                extents.append(_Extent(offset, offset + count, _SEGMENT, page.index, i))
+    extents.sort()
+    widest: _Extent | None = None
+    for extent in extents:
+        if widest is not None and extent.start < widest.stop:
+            shared = (extent.start, extent.stop) == (
+                widest.start,
+                widest.stop,
+            ) and extent.kind == widest.kind != _STRUCTURE
+            if not shared:
+                named = extent if extent.kind == _SEGMENT or widest.kind != _SEGMENT else widest
+                other = widest if named is extent else extent
+                raise TiffFormatError(
+                    structure.path,
+                    f"{named.describe()} overlaps {other.describe()}; the file is corrupt",
+                    ifd=named.ifd if named.ifd >= 0 else None,
+                    tile=named.item if named.kind == _SEGMENT else None,
+                )
+        if widest is None or extent.stop > widest.stop:
+            widest = extent
+
+
+def jpeg_tables_problem(data: bytes) -> str | None:
+    """What is wrong with a JPEGTables value (SOI, DQT/DHT segments, EOI), or None."""
+    if data[:2] != b"\xff\xd8":
+        return "does not start with an SOI marker"
+    pos, n = 2, len(data)
+    while pos < n:
+        if pos + 2 > n or data[pos] != 0xFF:
+            return f"has no marker at byte {pos}"
+        marker = data[pos + 1]
+        if marker == 0xD9:
+            return None
+        if pos + 4 > n:
+            return "is truncated inside a marker"
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if length < 2 or pos + 2 + length > n:
+            return f"is truncated: marker 0x{marker:02X} claims {length} bytes"
+        payload = data[pos + 4 : pos + 2 + length]
+        problem = _table_segment_problem(marker, payload)
+        if problem:
+            return problem
+        pos += 2 + length
+    return "is truncated: no EOI marker"
+
+
+def _table_segment_problem(marker: int, payload: bytes) -> str | None:
+    pos = 0
+    if marker == 0xDB:  # DQT: (precision/id byte, 64 or 128 bytes)*
+        while pos < len(payload):
+            pos += 1 + 64 * (2 if payload[pos] >> 4 else 1)
+        return "has a truncated DQT segment" if pos != len(payload) else None
+    if marker == 0xC4:  # DHT: (class/id byte, 16 counts, values)*
+        while pos < len(payload):
+            if pos + 17 > len(payload):
+                return "has a truncated DHT segment"
+            pos += 17 + sum(payload[pos + 1 : pos + 17])
+        return "has a truncated DHT segment" if pos != len(payload) else None
+    return None
 
 
 def _read_page(reader: tiff.TiffReader, ifd: tiff.TiffIfd) -> Page:
@@ -153,13 +274,25 @@ def _read_page(reader: tiff.TiffReader, ifd: tiff.TiffIfd) -> Page:
         offsets_tag, counts_tag = tiff.TAG_STRIP_OFFSETS, tiff.TAG_STRIP_BYTE_COUNTS
     if seg_w <= 0 or seg_h <= 0:
         raise TiffFormatError(path, f"segment size {seg_w}x{seg_h}", ifd=i)
+    if seg_w * seg_h > MAX_SEGMENT_PIXELS:
+        raise TiffFormatError(
+            path,
+            f"{'tiles' if tiled else 'strips'} of {seg_w}x{seg_h} pixels: too large to be real; "
+            "the file is corrupt",
+            ifd=i,
+        )
     across = -(-width // seg_w) if tiled else 1
     down = -(-height // seg_h)
     spp = reader.int_value(ifd, tiff.TAG_SAMPLES_PER_PIXEL, 1) or 1
     planar = reader.int_value(ifd, tiff.TAG_PLANAR_CONFIG, 1) or 1
     expected = across * down * (spp if planar == 2 else 1)
     if expected > MAX_SEGMENTS:
-        raise TiffFormatError(path, f"geometry needs {expected} segments", ifd=i)
+        raise TiffFormatError(
+            path,
+            f"a {width}x{height} image in {seg_w}x{seg_h} segments needs {expected} of them; "
+            "the file is corrupt",
+            ifd=i,
+        )
     for tag, name in ((offsets_tag, "offsets"), (counts_tag, "byte counts")):
         entry = ifd.entries.get(tag)
         if entry is None:
@@ -173,6 +306,9 @@ def _read_page(reader: tiff.TiffReader, ifd: tiff.TiffIfd) -> Page:
             )
     offsets = reader.ints(ifd, offsets_tag) or ()
     counts = reader.ints(ifd, counts_tag) or ()
+    bits = reader.ints(ifd, tiff.TAG_BITS_PER_SAMPLE, max_count=MAX_SAMPLES) or (1,)
+    raw_bytes = seg_w * seg_h * max(spp, 1) * max(1, -(-max(bits) // 8))
+    largest = MAX_EXPANSION * raw_bytes + SEGMENT_HEADROOM
     for n, (off, cnt) in enumerate(zip(offsets, counts, strict=True)):
         if cnt and off + cnt > reader.file_size:
             raise TiffFormatError(
@@ -182,7 +318,21 @@ def _read_page(reader: tiff.TiffReader, ifd: tiff.TiffIfd) -> Page:
                 ifd=i,
                 tile=n,
             )
-    description = reader.ascii(ifd, tiff.TAG_IMAGE_DESCRIPTION)
+        if cnt > largest:
+            raise TiffFormatError(
+                path,
+                f"segment claims {cnt} bytes, more than {seg_w}x{seg_h} pixels can need; the byte "
+                "count is corrupt",
+                ifd=i,
+                tile=n,
+            )
+    compression = reader.int_value(ifd, tiff.TAG_COMPRESSION, 1) or 1
+    jpeg_tables = reader.raw_value(ifd, tiff.TAG_JPEG_TABLES, MAX_JPEG_TABLES_BYTES) or None
+    if jpeg_tables is not None and compression == COMPRESSION_JPEG:
+        problem = jpeg_tables_problem(jpeg_tables)
+        if problem:
+            raise TiffFormatError(path, f"JPEGTables (tag 347) {problem}", ifd=i)
+    description = reader.ascii(ifd, tiff.TAG_IMAGE_DESCRIPTION, MAX_DESCRIPTION_BYTES)
     subfile = reader.int_value(ifd, tiff.TAG_NEW_SUBFILE_TYPE, 0) or 0
     return Page(
         index=i,
@@ -193,15 +343,15 @@ def _read_page(reader: tiff.TiffReader, ifd: tiff.TiffIfd) -> Page:
         tiled=tiled,
         segment_width=seg_w,
         segment_height=seg_h,
-        compression=reader.int_value(ifd, tiff.TAG_COMPRESSION, 1) or 1,
+        compression=compression,
         photometric=reader.int_value(ifd, tiff.TAG_PHOTOMETRIC, PHOTOMETRIC_RGB) or 0,
         samples_per_pixel=spp,
-        bits_per_sample=reader.ints(ifd, tiff.TAG_BITS_PER_SAMPLE) or (1,),
+        bits_per_sample=bits,
         planar=planar,
         predictor=reader.int_value(ifd, tiff.TAG_PREDICTOR, 1) or 1,
         offsets=offsets,
         byte_counts=counts,
-        jpeg_tables=reader.raw_value(ifd, tiff.TAG_JPEG_TABLES),
-        icc_profile=reader.raw_value(ifd, tiff.TAG_ICC_PROFILE),
+        jpeg_tables=jpeg_tables,
+        icc_profile=reader.raw_value(ifd, tiff.TAG_ICC_PROFILE, MAX_ICC_BYTES),
         description=description,
     )

@@ -4,7 +4,8 @@
 checking every offset and count against the file size before anything is allocated.
 :class:`TiffPatcher` edits a copy: it overwrites tag values in place when they fit and appends them
 (word aligned) when they do not, the way tifffile's ``TiffTag.overwrite`` does, so every byte that
-is not patched stays where it was.
+is not patched stays where it was. :func:`promote_to_bigtiff` turns a copy of a classic TIFF into a
+BigTIFF in place (used when a classic copy would pass 4 GiB).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .exceptions import OutputError, TiffFormatError
+from .exceptions import OutputError, TiffFormatError, UnsupportedLayoutError
 
 # TIFF field types: size in bytes of one value.
 TYPE_SIZES: Mapping[int, int] = {
@@ -50,11 +51,31 @@ TAG_JPEG_TABLES = 347
 TAG_YCBCR_SUBSAMPLING = 530
 TAG_ICC_PROFILE = 34675
 
+TYPE_IFD, TYPE_IFD8 = 13, 18
+
 MAX_IFDS = 10_000
 MAX_ENTRIES_PER_IFD = 4_096
 # No legitimate tag in a slide needs more; larger counts are corrupt and must not allocate.
 MAX_TAG_BYTES = 512 * 1024 * 1024
 CLASSIC_LIMIT = 2**32
+
+# Offset tags and the byte-count tags that go with them: strips, tiles, FreeOffsets, and the old
+# JPEGInterchangeFormat. A promotion to BigTIFF re-points them.
+SEGMENT_TAG_PAIRS: Mapping[int, int] = {
+    TAG_STRIP_OFFSETS: TAG_STRIP_BYTE_COUNTS, TAG_TILE_OFFSETS: TAG_TILE_BYTE_COUNTS,
+    288: 289, 513: 514,
+}  # fmt: skip
+# Tags that point at further IFDs (SubIFDs, EXIF, GPS, Interoperability): a promotion would have
+# to promote those IFDs too, so svsicc refuses rather than leave classic IFDs in a BigTIFF.
+IFD_POINTER_TAGS = frozenset({330, 34665, 34853, 40965})
+
+
+class ClassicTiffLimitError(OutputError):
+    """A copy of a classic TIFF would pass 4 GiB (raised by :meth:`TiffPatcher.append`).
+
+    ``svsicc.apply`` catches it and redoes the copy as BigTIFF; anything that lets it through
+    still shows a one-line error.
+    """
 
 
 @dataclass(frozen=True)
@@ -81,6 +102,15 @@ class TiffIfd:
     # Offset of the pointer that leads to this IFD (the header's, or the previous IFD's "next").
     pointer_offset: int
     next_pointer_offset: int
+    # Entries in the file, counting those of unknown type that ``entries`` leaves out (0: unknown).
+    entry_count: int = 0
+    # Bytes of the IFD table itself (entry count, entries, next pointer); 0: unknown.
+    size: int = 0
+
+    @property
+    def end(self) -> int:
+        """Offset just past the IFD table."""
+        return self.offset + self.size
 
 
 @dataclass(frozen=True)
@@ -200,16 +230,20 @@ class TiffReader:
         return value
 
     def _parse_ifd(self, index: int, offset: int, pointer_offset: int) -> TiffIfd:
-        if offset % 2:
-            # Odd IFD offsets violate the spec but libtiff reads them; so do we.
-            pass
+        # Odd IFD offsets violate the spec but libtiff reads them; so do we.
         count_size, entry_size, val_size = (8, 20, 8) if self._bigtiff else (2, 12, 4)
+        header_size = 16 if self._bigtiff else 8
+        if offset < header_size:
+            raise TiffFormatError(
+                self.path, f"IFD {index} offset {offset} points into the file header; the file is "
+                "corrupt",
+            )  # fmt: skip
         n = self._read_int(offset, count_size) if offset + count_size <= self.file_size else -1
         if n < 0:
             raise TiffFormatError(
                 self.path,
-                f"IFD {index} at offset {offset} lies past the end of the file ({self.file_size} bytes); "
-                "the file is truncated",
+                f"IFD {index} at offset {offset} lies past the end of the file "
+                f"({self.file_size} bytes); the file is truncated",
             )
         if n == 0 or n > MAX_ENTRIES_PER_IFD:
             raise TiffFormatError(self.path, f"IFD {index} claims {n} entries", ifd=index)
@@ -242,38 +276,75 @@ class TiffReader:
                         f"the end of the file ({self.file_size} bytes); the file is truncated",
                         ifd=index,
                     )
-            entries[tag] = TiffEntry(tag, typ, count, entry_offset, value_offset, inline)
+            # A repeated tag (tifffile writes a second ImageDescription) is read, like libtiff
+            # and tifffile do, from its first entry; that is the one svsicc rewrites.
+            entries.setdefault(tag, TiffEntry(tag, typ, count, entry_offset, value_offset, inline))
         next_pointer = offset + count_size + n * entry_size
-        return TiffIfd(index, offset, entries, pointer_offset, next_pointer)
+        size = count_size + n * entry_size + val_size
+        return TiffIfd(index, offset, entries, pointer_offset, next_pointer, n, size)
 
     # -- values --------------------------------------------------------------------------------
 
-    def raw_value(self, ifd: TiffIfd, tag: int) -> bytes | None:
+    def raw_value(self, ifd: TiffIfd, tag: int, max_bytes: int | None = None) -> bytes | None:
+        """The value's bytes; more than ``max_bytes`` is an error raised before reading."""
         entry = ifd.entries.get(tag)
         if entry is None:
             return None
+        if max_bytes is not None and entry.nbytes > max_bytes:
+            raise TiffFormatError(
+                self.path,
+                f"tag {tag} claims {entry.nbytes} bytes (at most {max_bytes} make sense); the "
+                "file is corrupt",
+                ifd=ifd.index,
+            )
         return self.read(entry.value_offset, entry.nbytes, f"tag {tag}", ifd=ifd.index)
 
-    def ints(self, ifd: TiffIfd, tag: int) -> tuple[int, ...] | None:
+    def ints(self, ifd: TiffIfd, tag: int, max_count: int | None = None) -> tuple[int, ...] | None:
+        """All values of an integer tag; more than ``max_count`` is an error raised first."""
         entry = ifd.entries.get(tag)
         if entry is None:
             return None
-        fmt = INTEGER_FORMATS.get(entry.type)
+        fmt = self._integer_format(ifd, entry)
+        if max_count is not None and entry.count > max_count:
+            raise TiffFormatError(
+                self.path,
+                f"tag {tag} claims {entry.count} values (at most {max_count} make sense); the "
+                "file is corrupt",
+                ifd=ifd.index,
+            )
+        return self.entry_ints(entry, ifd.index, fmt)
+
+    def entry_ints(self, entry: TiffEntry, ifd: int, fmt: str | None = None) -> tuple[int, ...]:
+        """The integer values of one entry (of any IFD position, repeated tags included)."""
+        fmt = fmt or INTEGER_FORMATS.get(entry.type)
         if fmt is None:
             raise TiffFormatError(
-                self.path, f"tag {tag} has non-integer type {entry.type}", ifd=ifd.index
+                self.path, f"tag {entry.tag} has non-integer type {entry.type}", ifd=ifd
             )
-        data = self.read(entry.value_offset, entry.nbytes, f"tag {tag}", ifd=ifd.index)
+        data = self.read(entry.value_offset, entry.nbytes, f"tag {entry.tag}", ifd=ifd)
         return struct.unpack(f"{self._bo}{entry.count}{fmt}", data)
 
     def int_value(self, ifd: TiffIfd, tag: int, default: int | None = None) -> int | None:
-        values = self.ints(ifd, tag)
-        if not values:
+        """The first value of an integer tag (a corrupt count does not make it read more)."""
+        entry = ifd.entries.get(tag)
+        if entry is None or entry.count == 0:
             return default
-        return values[0]
+        fmt = self._integer_format(ifd, entry)
+        size = TYPE_SIZES[entry.type]
+        data = self.read(entry.value_offset, size, f"tag {tag}", ifd=ifd.index)
+        value: int = struct.unpack(self._bo + fmt, data)[0]
+        return value
 
-    def ascii(self, ifd: TiffIfd, tag: int) -> str | None:
-        data = self.raw_value(ifd, tag)
+    def _integer_format(self, ifd: TiffIfd, entry: TiffEntry) -> str:
+        fmt = INTEGER_FORMATS.get(entry.type)
+        if fmt is None:
+            raise TiffFormatError(
+                self.path, f"tag {entry.tag} has non-integer type {entry.type}", ifd=ifd.index
+            )
+        return fmt
+
+    def ascii(self, ifd: TiffIfd, tag: int, max_bytes: int | None = None) -> str | None:
+        data = self.raw_value(ifd, tag, max_bytes)
         if data is None:
             return None
         return data.split(b"\x00", 1)[0].decode("latin-1")
@@ -303,10 +374,8 @@ class TiffPatcher:
     def append(self, data: bytes, align: int = 2) -> int:
         offset = self.end + (-self.end % align)
         if not self.structure.bigtiff and offset + len(data) > CLASSIC_LIMIT:
-            raise OutputError(
-                self.path,
-                "the copy would grow past the 4 GiB limit of classic TIFF",
-                hint="BigTIFF promotion is not supported yet",
+            raise ClassicTiffLimitError(
+                self.path, "the copy would grow past the 4 GiB limit of classic TIFF"
             )
         if offset > self.end:
             self.write_at(self.end, b"\x00" * (offset - self.end))
@@ -344,9 +413,15 @@ class TiffPatcher:
         Entries are copied as they now stand in the output (after any overwrite), so values and
         offsets they point to stay valid.
         """
+        existing = ifd.entries.get(tag)
+        if existing is not None:
+            # An empty or unreadable value of the same tag: a second entry would make the IFD
+            # invalid (duplicate tags), so give the existing one the value instead.
+            self.overwrite(existing, type_, count, data)
+            return
         st = self.structure
         count_size = 8 if st.bigtiff else 2
-        n = len(ifd.entries)
+        n = ifd.entry_count or len(ifd.entries)
         self._fh.flush()
         old = self._read_output(ifd.offset, count_size + n * st.entry_size + st.offset_size)
         raw_entries = [
@@ -374,11 +449,189 @@ class TiffPatcher:
         return self._fh.read(size)
 
 
-def iter_extents(
-    offsets: Sequence[int], counts: Sequence[int]
-) -> Iterator[tuple[int, int, int]]:
+def iter_extents(offsets: Sequence[int], counts: Sequence[int]) -> Iterator[tuple[int, int, int]]:
     """(segment index, offset, byte count) of every non-empty segment, in file order."""
     order = sorted(range(len(offsets)), key=lambda i: offsets[i])
     for i in order:
         if counts[i]:
             yield i, offsets[i], counts[i]
+
+
+# -- BigTIFF promotion ----------------------------------------------------------------------------
+
+BIGTIFF_HEADER_SIZE = 16
+
+
+@dataclass(frozen=True)
+class _PromotedEntry:
+    tag: int
+    type: int
+    count: int
+    inline: bytes | None  # the 8-byte value field, or None when the value stays out of line
+    value_offset: int  # where an out-of-line value lives in the twin (before relocation)
+
+
+def promote_to_bigtiff(reader: TiffReader, fh: BinaryIO) -> int:
+    """Turn ``fh``, a byte-for-byte copy of the classic TIFF read by ``reader``, into a BigTIFF.
+
+    Every data byte stays at its offset; the header becomes the 16-byte BigTIFF header, every IFD
+    is rewritten at the end with 20-byte entries, segment offset arrays become LONG8 and
+    out-of-line values are re-pointed. Whatever the old header now covers (bytes 8 to 16: the
+    first IFD, a tile, a tag value) is moved to the end first. The old IFDs and the values that
+    now live inline or in new arrays are zeroed, so no stale structure remains. Returns the
+    twin's size.
+    """
+    st = reader.structure
+    if st.bigtiff:
+        raise ValueError("the file is already a BigTIFF")
+    bo = st.byteorder
+    end = os.fstat(fh.fileno()).st_size
+    if end < st.file_size:
+        raise OSError(f"the copy holds {end} of {st.file_size} bytes")
+
+    def append(data: bytes) -> int:
+        nonlocal end
+        offset = end + (-end % 8)
+        fh.seek(offset)
+        fh.write(data)
+        end = offset + len(data)
+        return offset
+
+    # Extents the new header covers must move; the mapping applies to every pointer to them.
+    moved: dict[tuple[int, int], int] = {}
+
+    def place(offset: int, size: int) -> int:
+        if size == 0 or offset >= BIGTIFF_HEADER_SIZE:
+            return offset
+        key = (offset, size)
+        if key not in moved:
+            moved[key] = append(reader.read(offset, size, "data under the BigTIFF header"))
+            dead.append((offset, offset + size))
+        return moved[key]
+
+    dead: list[tuple[int, int]] = [(ifd.offset, ifd.end) for ifd in st.ifds]
+    live: list[tuple[int, int]] = [(0, BIGTIFF_HEADER_SIZE)]
+    promoted: list[list[_PromotedEntry]] = []
+    for ifd in st.ifds:
+        entries = _raw_entries(reader, ifd)
+        by_tag: dict[int, TiffEntry] = {}
+        for e in entries:
+            by_tag.setdefault(e.tag, e)
+        out: list[_PromotedEntry] = []
+        for entry in entries:
+            tag, type_, count = entry.tag, entry.type, entry.count
+            if type_ not in TYPE_SIZES:
+                raise UnsupportedLayoutError(
+                    reader.path,
+                    f"tag {tag} has unknown type {type_}: it cannot be carried into a BigTIFF",
+                    ifd=ifd.index,
+                )
+            if type_ in (TYPE_IFD, TYPE_IFD8) or tag in IFD_POINTER_TAGS:
+                raise UnsupportedLayoutError(
+                    reader.path,
+                    f"tag {tag} points at further IFDs, which svsicc cannot promote to BigTIFF",
+                    ifd=ifd.index,
+                    hint="the copy would pass 4 GiB, the limit of classic TIFF",
+                )
+            if not entry.inline:
+                dead.append((entry.value_offset, entry.value_offset + entry.nbytes))
+            if tag in SEGMENT_TAG_PAIRS:
+                offsets = reader.entry_ints(entry, ifd.index)
+                counts_entry = by_tag.get(SEGMENT_TAG_PAIRS[tag])
+                counts = (
+                    reader.entry_ints(counts_entry, ifd.index)
+                    if counts_entry
+                    else (0,) * len(offsets)
+                )
+                if len(counts) != len(offsets):
+                    raise TiffFormatError(
+                        reader.path,
+                        f"{len(offsets)} offsets in tag {tag} but {len(counts)} byte counts",
+                        ifd=ifd.index,
+                    )
+                new = [place(o, c) for o, c in zip(offsets, counts, strict=True)]
+                live.extend((o, o + c) for o, c in zip(new, counts, strict=True) if c)
+                data = pack_ints(bo, TYPE_LONG8, new)
+                type_ = TYPE_LONG8
+            elif entry.nbytes <= 8:
+                data = reader.read(entry.value_offset, entry.nbytes, f"tag {tag}", ifd=ifd.index)
+            else:
+                offset = place(entry.value_offset, entry.nbytes)
+                live.append((offset, offset + entry.nbytes))
+                out.append(_PromotedEntry(tag, type_, count, None, offset))
+                continue
+            if len(data) <= 8:
+                out.append(_PromotedEntry(tag, type_, count, data, -1))
+            else:
+                out.append(_PromotedEntry(tag, type_, count, None, append(data)))
+        promoted.append(out)
+
+    # The IFDs, back to back at the end, each pointing at the next.
+    base = end + (-end % 8)
+    sizes = [8 + 20 * len(table) + 8 for table in promoted]
+    starts = [base + sum(sizes[:i]) for i in range(len(sizes))]
+    tables = []
+    for i, table in enumerate(promoted):
+        parts = [struct.pack(bo + "Q", len(table))]
+        for item in sorted(table, key=lambda item: item.tag):
+            if item.inline is not None:
+                field = item.inline.ljust(8, b"\x00")
+            else:
+                field = struct.pack(bo + "Q", item.value_offset)
+            parts.append(struct.pack(bo + "HHQ", item.tag, item.type, item.count) + field)
+        parts.append(struct.pack(bo + "Q", starts[i + 1] if i + 1 < len(starts) else 0))
+        tables.append(b"".join(parts))
+    first = append(b"".join(tables))
+    assert first == base
+    fh.seek(0)
+    fh.write((b"II" if bo == "<" else b"MM") + struct.pack(bo + "HHHQ", 43, 8, 0, first))
+    for start, stop in _outside(_merge(dead), _merge(live)):
+        for chunk in range(start, stop, 1 << 24):
+            fh.seek(chunk)
+            fh.write(b"\x00" * (min(stop, chunk + (1 << 24)) - chunk))
+    fh.flush()
+    return end
+
+
+def _raw_entries(reader: TiffReader, ifd: TiffIfd) -> list[TiffEntry]:
+    """Every entry of a classic IFD in file order, unknown types included."""
+    bo = reader.structure.byteorder
+    n = ifd.entry_count or len(ifd.entries)
+    raw = reader.read(ifd.offset + 2, n * 12, "IFD entries", ifd=ifd.index)
+    entries = []
+    for i in range(n):
+        tag, type_, count, field = struct.unpack_from(bo + "HHII", raw, 12 * i)
+        entry_offset = ifd.offset + 2 + 12 * i
+        inline = TYPE_SIZES.get(type_, 0) * count <= 4
+        value_offset = entry_offset + 8 if inline else field
+        entries.append(TiffEntry(tag, type_, count, entry_offset, value_offset, inline))
+    return entries
+
+
+def _merge(extents: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for start, stop in sorted(e for e in extents if e[1] > e[0]):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], stop))
+        else:
+            merged.append((start, stop))
+    return merged
+
+
+def _outside(
+    regions: Sequence[tuple[int, int]], keep: Sequence[tuple[int, int]]
+) -> Iterator[tuple[int, int]]:
+    """The parts of the sorted, disjoint ``regions`` outside the sorted, disjoint ``keep``."""
+    k = 0
+    for start, stop in regions:
+        position = start
+        while k < len(keep) and keep[k][1] <= position:
+            k += 1
+        j = k
+        while j < len(keep) and keep[j][0] < stop:
+            if keep[j][0] > position:
+                yield position, keep[j][0]
+            position = max(position, keep[j][1])
+            j += 1
+        if position < stop:
+            yield position, stop
