@@ -23,7 +23,7 @@ EXIT_ERROR = 2
 EXIT_ALREADY_APPLIED = 3
 
 # Modules that add subcommands besides apply and info.
-SUBCOMMAND_MODULES: tuple[str, ...] = ()
+SUBCOMMAND_MODULES: tuple[str, ...] = ("verify", "report")
 
 Handler = Callable[[argparse.Namespace], int]
 

@@ -1,0 +1,713 @@
+"""``svsicc report``: pictures and figures that show what calibration did to one slide.
+
+Writes into a folder an ``index.html`` that opens offline (inline style, relative links to PNGs in
+the same folder, nothing fetched) and a ``report.json`` with the same numbers:
+
+- ``thumbnail_before_after.png`` and ``region_before_after.png``: the thumbnail (the whole slide)
+  and a full-resolution level-0 region, original left, calibrated right. The region is the window
+  with the most, and most saturated, tissue on the original's thumbnail.
+- ``histograms.png``: per-channel histograms, original (grey) against calibrated (colour), of
+  the thumbnail and of the region, on a square-root count axis so tails stay visible.
+- ``difference_thumbnail.png`` and ``difference_region.png``: the signed difference
+  calibrated - original per channel on a blue-white-red scale (white = no change, red = the
+  calibrated copy is higher), symmetric, shared by the three channels and printed on a legend.
+  Region maps are area means over 2x2 blocks, so codec noise does not hide the systematic shift.
+- ``overlay_region.png``: the positive (red) and negative (blue) parts of each channel's
+  difference over a faded grey copy of the tissue, opacity proportional to the change.
+- a table of the glass white (per-channel median of the background found on the thumbnail) and
+  the mean tissue colour, before and after, and the :mod:`svsicc.verify` figures.
+
+Pictures are drawn with Pillow only; no plotting library is needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, ImageDraw, ImageFont
+
+from .colour import IccProfile
+from .exceptions import OutputError, UnsupportedLayoutError
+from .slide import Page, Role
+from .verify import (
+    RGB,
+    PageFigures,
+    SlidePixels,
+    VerifyResult,
+    open_slide,
+    verify,
+)
+
+DEFAULT_REGION_SIZE = 1024
+HEADER = 28  # pixels above each picture for its caption
+GAP = 8  # between panels
+LEGEND_HEIGHT = 56
+HISTOGRAM_PANEL = (512, 180)
+MAX_MAP_PANEL = 512
+# Glass: the bright side of an Otsu split of luminance, and nearly grey (max - min of RGB).
+GLASS_MAX_CHROMA = 24
+# Tissue darker than this is pen, dust or the slide edge, not stain.
+TISSUE_MIN_LUMINANCE = 40
+# Below this share of the thumbnail the "glass" found is noise, and no glass white is reported.
+MIN_GLASS_FRACTION = 0.005
+
+CHANNELS = ("R", "G", "B")
+CHANNEL_COLOURS = ((214, 39, 40), (44, 160, 44), (31, 119, 180))
+FILES = (
+    "thumbnail_before_after.png",
+    "region_before_after.png",
+    "histograms.png",
+    "difference_thumbnail.png",
+    "difference_region.png",
+    "overlay_region.png",
+    "index.html",
+    "report.json",
+)
+
+
+@dataclass(frozen=True)
+class ColourStats:
+    """Glass white and mean tissue colour of one image (None: not found)."""
+
+    glass_white: tuple[float, float, float] | None
+    glass_fraction: float
+    tissue_mean: tuple[float, float, float] | None
+    tissue_fraction: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "glass_white": _rounded3(self.glass_white),
+            "glass_fraction": round(self.glass_fraction, 4),
+            "tissue_mean": _rounded3(self.tissue_mean),
+            "tissue_fraction": round(self.tissue_fraction, 4),
+        }
+
+
+def _rounded3(value: tuple[float, float, float] | None) -> list[float] | None:
+    return None if value is None else [round(v, 2) for v in value]
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    directory: Path
+    index: Path
+    images: dict[str, tuple[int, int]]  # file name -> (width, height)
+    region: tuple[int, int, int, int]  # level-0 x, y, width, height
+    overview_page: int
+    thumbnail_before: ColourStats
+    thumbnail_after: ColourStats
+    region_before: ColourStats
+    region_after: ColourStats
+    difference_scale_thumbnail: int
+    difference_scale_region: int
+    verification: VerifyResult
+
+    @property
+    def ok(self) -> bool:
+        return self.verification.ok
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "directory": str(self.directory),
+            "index": self.index.name,
+            "images": {k: list(v) for k, v in self.images.items()},
+            "region": dict(zip(("x", "y", "width", "height"), self.region, strict=True)),
+            "overview_ifd": self.overview_page,
+            "thumbnail": {
+                "before": self.thumbnail_before.to_dict(),
+                "after": self.thumbnail_after.to_dict(),
+            },
+            "tissue_region": {
+                "before": self.region_before.to_dict(),
+                "after": self.region_after.to_dict(),
+            },
+            "difference_scale": {
+                "thumbnail": self.difference_scale_thumbnail,
+                "region": self.difference_scale_region,
+            },
+            "verify": self.verification.to_dict(),
+        }
+
+
+# -- analysis ---------------------------------------------------------------------------------
+
+
+def luminance(rgb: RGB) -> npt.NDArray[np.float32]:
+    x = rgb.astype(np.float32)
+    out: npt.NDArray[np.float32] = 0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]
+    return out
+
+
+def chroma(rgb: RGB) -> npt.NDArray[np.int16]:
+    out: npt.NDArray[np.int16] = rgb.max(axis=-1).astype(np.int16) - rgb.min(axis=-1)
+    return out
+
+
+def otsu_threshold(values: npt.NDArray[np.float32]) -> float:
+    """The threshold that best splits ``values`` (0..255) into two classes."""
+    hist = np.bincount(np.clip(values, 0, 255).astype(np.int64).ravel(), minlength=256)
+    hist = hist.astype(np.float64)
+    total = hist.sum()
+    if not total:
+        return 128.0
+    levels = np.arange(256, dtype=np.float64)
+    weight = np.cumsum(hist)
+    mean = np.cumsum(hist * levels)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (mean[-1] * weight - mean * total) ** 2 / (weight * (total - weight))
+    between = np.nan_to_num(between, nan=0.0, posinf=0.0)
+    # Empty bins between the classes make a plateau of equally good splits: take its middle.
+    best = np.flatnonzero(between >= between.max() * (1 - 1e-9))
+    return float(best[0] + best[-1]) / 2 + 0.5
+
+
+@dataclass(frozen=True)
+class Masks:
+    glass: npt.NDArray[np.bool_]
+    tissue: npt.NDArray[np.bool_]
+
+
+def masks(rgb: RGB, threshold: float | None = None) -> Masks:
+    """Glass (bright, grey) and tissue (darker than the split, not black) of an image."""
+    lum = luminance(rgb)
+    split = otsu_threshold(lum) if threshold is None else threshold
+    glass = (lum > split) & (chroma(rgb) <= GLASS_MAX_CHROMA)
+    tissue = (lum <= split) & (lum >= TISSUE_MIN_LUMINANCE)
+    return Masks(glass, tissue)
+
+
+def colour_stats(rgb: RGB, where: Masks) -> ColourStats:
+    pixels = rgb.reshape(-1, 3)
+    glass = where.glass.ravel()
+    tissue = where.tissue.ravel()
+    n = max(1, pixels.shape[0])
+    glass_white = None
+    if glass.sum() >= MIN_GLASS_FRACTION * n:
+        r, g, b = (float(v) for v in np.median(pixels[glass], axis=0))
+        glass_white = (r, g, b)
+    tissue_mean = None
+    if tissue.any():
+        r, g, b = (float(v) for v in pixels[tissue].mean(axis=0))
+        tissue_mean = (r, g, b)
+    return ColourStats(glass_white, float(glass.sum()) / n, tissue_mean, float(tissue.sum()) / n)
+
+
+def choose_region(
+    overview: RGB, level_size: tuple[int, int], size: int
+) -> tuple[int, int, int, int]:
+    """Level-0 (x, y, width, height) of the window with the most, most saturated tissue.
+
+    Scored on the overview (thumbnail): each tissue pixel counts its chroma, glass counts 0.
+    """
+    level_w, level_h = level_size
+    width, height = min(size, level_w), min(size, level_h)
+    oh, ow = overview.shape[:2]
+    sx, sy = ow / level_w, oh / level_h
+    win_w = max(1, min(ow, round(width * sx)))
+    win_h = max(1, min(oh, round(height * sy)))
+    score = np.where(masks(overview).tissue, chroma(overview), 0).astype(np.float64)
+    integral = np.zeros((oh + 1, ow + 1))
+    integral[1:, 1:] = score.cumsum(axis=0).cumsum(axis=1)
+    sums = (
+        integral[win_h:, win_w:]
+        - integral[:-win_h, win_w:]
+        - integral[win_h:, :-win_w]
+        + integral[:-win_h, :-win_w]
+    )
+    top, left = np.unravel_index(int(np.argmax(sums)), sums.shape)
+    x = min(max(0, round(left / sx)), level_w - width)
+    y = min(max(0, round(top / sy)), level_h - height)
+    return int(x), int(y), int(width), int(height)
+
+
+# -- drawing ----------------------------------------------------------------------------------
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _caption(image: Image.Image, text: str, x: int, y: int, size: int = 16) -> None:
+    ImageDraw.Draw(image).text((x, y), text, fill=(0, 0, 0), font=_font(size))
+
+
+def side_by_side(before: RGB, after: RGB, left: str, right: str) -> Image.Image:
+    h, w = before.shape[:2]
+    canvas = Image.new("RGB", (2 * w + GAP, h + HEADER), (255, 255, 255))
+    canvas.paste(Image.fromarray(before), (0, HEADER))
+    canvas.paste(Image.fromarray(after), (w + GAP, HEADER))
+    _caption(canvas, left, 4, 5)
+    _caption(canvas, right, w + GAP + 4, 5)
+    return canvas
+
+
+def diverging(values: npt.NDArray[np.floating], scale: float) -> RGB:
+    """Blue (-scale) - white (0) - red (+scale); values beyond the scale saturate."""
+    t = np.clip(values / scale, -1.0, 1.0)
+    out = np.full((*t.shape, 3), 255.0)
+    negative, positive = t < 0, t > 0
+    fade = 255.0 * (1.0 - np.abs(t))
+    out[..., 0] = np.where(negative, fade, 255.0)
+    out[..., 1] = np.where(negative | positive, fade, 255.0)
+    out[..., 2] = np.where(positive, fade, 255.0)
+    rgb: RGB = np.rint(out).astype(np.uint8)
+    return rgb
+
+
+def colour_bar(width: int, scale: int, label: str) -> Image.Image:
+    bar_w = min(width - 40, 512)
+    bar = diverging(np.linspace(-scale, scale, bar_w)[None, :].repeat(16, axis=0), scale)
+    image = Image.new("RGB", (width, LEGEND_HEIGHT), (255, 255, 255))
+    left = (width - bar_w) // 2
+    image.paste(Image.fromarray(bar), (left, 4))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((left - 1, 3, left + bar_w, 20), outline=(0, 0, 0))
+    font = _font(13)
+    for fraction in (-1.0, -0.5, 0.0, 0.5, 1.0):
+        x = left + round((fraction + 1) / 2 * (bar_w - 1))
+        draw.line((x, 20, x, 24), fill=(0, 0, 0))
+        value = fraction * scale
+        text = f"{value:+.1f}" if value % 1 else f"{value:+.0f}"
+        if fraction == 0:
+            text = "0"
+        tw = draw.textlength(text, font=font)
+        draw.text((x - tw / 2, 25), text, fill=(0, 0, 0), font=font)
+    tw = draw.textlength(label, font=font)
+    draw.text(((width - tw) / 2, 40), label, fill=(0, 0, 0), font=font)
+    return image
+
+
+def symmetric_scale(diff: npt.NDArray[np.int16]) -> int:
+    """The legend's bound: the 99.5th percentile of |difference| over all channels, at least 1."""
+    if not diff.size:
+        return 1
+    return max(1, int(np.ceil(np.percentile(np.abs(diff), 99.5))))
+
+
+def block_mean(values: npt.NDArray[np.number[Any]], factor: int) -> npt.NDArray[np.float64]:
+    if factor <= 1:
+        return values.astype(np.float64)
+    h, w = values.shape[0] // factor * factor, values.shape[1] // factor * factor
+    trimmed = values[:h, :w].astype(np.float64)
+    shape = (h // factor, factor, w // factor, factor, *values.shape[2:])
+    out: npt.NDArray[np.float64] = trimmed.reshape(shape).mean(axis=(1, 3))
+    return out
+
+
+def difference_maps(diff: npt.NDArray[np.floating], scale: int, title: str) -> Image.Image:
+    """Three channel panels of a signed difference, with a legend."""
+    h, w = diff.shape[:2]
+    width = 3 * w + 2 * GAP
+    canvas = Image.new("RGB", (width, HEADER + h + LEGEND_HEIGHT + HEADER), (255, 255, 255))
+    _caption(canvas, title, 4, 5)
+    for k, name in enumerate(CHANNELS):
+        x = k * (w + GAP)
+        canvas.paste(Image.fromarray(diverging(diff[..., k], scale)), (x, 2 * HEADER))
+        _caption(canvas, f"{name}: calibrated - original", x + 4, HEADER + 5, 14)
+    legend = colour_bar(
+        width, scale, "calibrated - original, 8-bit levels (blue lower, red higher)"
+    )
+    canvas.paste(legend, (0, 2 * HEADER + h))
+    return canvas
+
+
+def overlays(tissue: RGB, diff: npt.NDArray[np.floating], scale: int, title: str) -> Image.Image:
+    """Rows: positive part (red) and negative part (blue) of each channel, over faded tissue."""
+    h, w = diff.shape[:2]
+    grey = luminance(tissue)[..., None].repeat(3, axis=-1)
+    base = 0.45 * grey + 0.55 * 255.0
+    width = 3 * w + 2 * GAP
+    height = HEADER + 2 * (HEADER + h) + LEGEND_HEIGHT
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    _caption(canvas, title, 4, 5)
+    # The legend's end colours, so the bar reads the same on both kinds of map.
+    red, blue = np.array([255.0, 0.0, 0.0]), np.array([0.0, 0.0, 255.0])
+    for row, (sign, colour, word) in enumerate(((1, red, "higher"), (-1, blue, "lower"))):
+        y = HEADER + row * (HEADER + h)
+        for k, name in enumerate(CHANNELS):
+            alpha = np.clip(sign * diff[..., k] / scale, 0.0, 1.0)[..., None]
+            picture = np.rint(base * (1 - alpha) + colour * alpha).astype(np.uint8)
+            x = k * (w + GAP)
+            canvas.paste(Image.fromarray(picture), (x, y + HEADER))
+            _caption(canvas, f"{name} {word} after calibration", x + 4, y + 5, 14)
+    legend = colour_bar(width, scale, "opacity: |calibrated - original| up to the scale (levels)")
+    canvas.paste(legend, (0, height - LEGEND_HEIGHT))
+    return canvas
+
+
+def histogram_panel(before: RGB, after: RGB, channel: int, title: str) -> Image.Image:
+    pw, ph = HISTOGRAM_PANEL
+    panel = Image.new("RGB", (pw, ph), (255, 255, 255))
+    draw = ImageDraw.Draw(panel)
+    counts = [
+        np.sqrt(np.bincount(img[..., channel].ravel(), minlength=256).astype(np.float64))
+        for img in (before, after)
+    ]
+    top = max(1.0, max(float(c.max()) for c in counts))
+    left, right, upper, lower = 4, pw - 4, 22, ph - 18
+    scale_x = (right - left) / 256
+    scale_y = (lower - upper) / top
+
+    def points(c: npt.NDArray[np.float64]) -> list[tuple[float, float]]:
+        return [(left + (v + 0.5) * scale_x, lower - c[v] * scale_y) for v in range(256)]
+
+    draw.polygon([(left, lower), *points(counts[0]), (right, lower)], fill=(200, 200, 200))
+    draw.line(points(counts[1]), fill=CHANNEL_COLOURS[channel], width=2)
+    draw.line((left, lower, right, lower), fill=(0, 0, 0))
+    font = _font(12)
+    for v in (0, 64, 128, 192, 255):
+        x = left + (v + 0.5) * scale_x
+        draw.line((x, lower, x, lower + 3), fill=(0, 0, 0))
+        text_w = draw.textlength(str(v), font=font)
+        text_x = min(max(0.0, x - text_w / 2), pw - text_w - 1)
+        draw.text((text_x, lower + 4), str(v), fill=(0, 0, 0), font=font)
+    draw.text((left, 3), title, fill=(0, 0, 0), font=_font(13))
+    return panel
+
+
+def histograms(rows: Sequence[tuple[str, RGB, RGB]]) -> Image.Image:
+    pw, ph = HISTOGRAM_PANEL
+    width = 3 * pw + 2 * GAP
+    height = HEADER + len(rows) * (ph + GAP)
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    _caption(
+        canvas,
+        "Per-channel histograms: original (grey area) vs calibrated (line); sqrt(count) axis",
+        4,
+        5,
+    )
+    for r, (name, before, after) in enumerate(rows):
+        for k in range(3):
+            panel = histogram_panel(before, after, k, f"{name}: {CHANNELS[k]}")
+            canvas.paste(panel, (k * (pw + GAP), HEADER + r * (ph + GAP)))
+    return canvas
+
+
+# -- the report -------------------------------------------------------------------------------
+
+
+def _overview_page(pixels: SlidePixels) -> Page:
+    pages = pixels.slide.pages
+    thumbnails = [p for p in pages if p.role is Role.THUMBNAIL]
+    if thumbnails:
+        return thumbnails[0]
+    levels = [p for p in pages if p.role is Role.LEVEL]
+    return min(levels, key=lambda p: p.width * p.height)
+
+
+def _panel_factor(size: int) -> int:
+    return max(1, -(-size // MAX_MAP_PANEL))
+
+
+def make_report(
+    original: str | os.PathLike[str],
+    calibrated: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    profile: str | os.PathLike[str] | bytes | IccProfile | None = None,
+    sample: int | None = None,
+    region_size: int = DEFAULT_REGION_SIZE,
+) -> ReportResult:
+    """Verify ``calibrated`` against ``original`` and write the report folder ``out_dir``.
+
+    The folder is assembled in a temporary sibling and its files moved in at the end, so a
+    failure leaves nothing half written. Existing files of other names in ``out_dir`` stay.
+    """
+    destination = Path(out_dir)
+    if destination.exists() and not destination.is_dir():
+        raise OutputError(destination, "exists and is not a folder")
+    if not destination.parent.is_dir():
+        raise OutputError(destination, "its parent folder does not exist")
+    if region_size < 16:
+        raise OutputError(destination, f"--region-size {region_size} is too small (minimum 16)")
+    result = verify(original, calibrated, profile=profile, sample=sample)
+    staging = Path(tempfile.mkdtemp(prefix=".svsicc-report-", dir=destination.parent))
+    try:
+        report = _write(result, staging, destination, region_size)
+        destination.mkdir(exist_ok=True)
+        for name in FILES:
+            os.replace(staging / name, destination / name)
+    except OSError as exc:
+        raise OutputError(destination, f"cannot write the report: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return report
+
+
+def _write(
+    verification: VerifyResult, folder: Path, destination: Path, region_size: int
+) -> ReportResult:
+    orig_reader, orig_slide = open_slide(verification.original)
+    try:
+        cal_reader, cal_slide = open_slide(verification.calibrated)
+    except BaseException:
+        orig_reader.close()
+        raise
+    with orig_reader, cal_reader:
+        orig, cal = SlidePixels(orig_reader, orig_slide), SlidePixels(cal_reader, cal_slide)
+        overview = _overview_page(orig)
+        level0 = orig_slide.pages[0]
+        for page in (overview, level0):
+            twin = cal_slide.pages[page.index] if page.index < len(cal_slide.pages) else None
+            if twin is None or (twin.width, twin.height) != (page.width, page.height):
+                raise UnsupportedLayoutError(
+                    cal_slide.path,
+                    f"IFD {page.index} does not match the original's "
+                    f"({page.width}x{page.height}); it is not a copy of that slide",
+                    ifd=page.index,
+                    hint="run svsicc verify for the details",
+                )
+        thumb_before = orig.page_rgb(overview)
+        thumb_after = cal.page_rgb(cal_slide.pages[overview.index])
+        box = choose_region(thumb_before, (level0.width, level0.height), region_size)
+        region_before = orig.region(level0, *box)
+        region_after = cal.region(cal_slide.pages[0], *box)
+
+    images: dict[str, Image.Image] = {}
+    name = "thumbnail" if overview.role is Role.THUMBNAIL else f"IFD {overview.index}"
+    images["thumbnail_before_after.png"] = side_by_side(
+        thumb_before, thumb_after, f"original ({name})", f"calibrated ({name})"
+    )
+    x, y, w, h = box
+    where = f"level 0 at ({x}, {y}), {w}x{h}"
+    images["region_before_after.png"] = side_by_side(
+        region_before, region_after, f"original, {where}", "calibrated, same region"
+    )
+    images["histograms.png"] = histograms(
+        [("whole slide (thumbnail)", thumb_before, thumb_after),
+         ("tissue region (level 0)", region_before, region_after)]
+    )  # fmt: skip
+    thumb_diff = thumb_after.astype(np.int16) - thumb_before.astype(np.int16)
+    thumb_factor = _panel_factor(max(thumb_diff.shape[:2]))
+    thumb_map = block_mean(thumb_diff, thumb_factor)
+    thumb_scale = symmetric_scale(thumb_diff)
+    images["difference_thumbnail.png"] = difference_maps(
+        thumb_map, thumb_scale, f"Whole slide ({name}): signed difference per channel"
+    )
+    region_diff = region_after.astype(np.int16) - region_before.astype(np.int16)
+    region_factor = max(2, _panel_factor(max(region_diff.shape[:2])))
+    region_map = block_mean(region_diff, region_factor)
+    region_scale = symmetric_scale(np.rint(region_map).astype(np.int16))
+    images["difference_region.png"] = difference_maps(
+        region_map,
+        region_scale,
+        f"Tissue region: signed difference per channel ({region_factor}x{region_factor} means)",
+    )
+    small_tissue = np.rint(block_mean(region_before, region_factor)).astype(np.uint8)
+    images["overlay_region.png"] = overlays(
+        small_tissue, region_map, region_scale, "Tissue region: where each channel went up or down"
+    )
+    for file_name, picture in images.items():
+        picture.save(folder / file_name, compress_level=1)  # 3x faster than 6, 5 % larger
+
+    thumb_masks = masks(thumb_before)
+    region_masks = masks(region_before, otsu_threshold(luminance(thumb_before)))
+    report = ReportResult(
+        directory=destination,
+        index=destination / "index.html",
+        images={k: v.size for k, v in images.items()},
+        region=box,
+        overview_page=overview.index,
+        thumbnail_before=colour_stats(thumb_before, thumb_masks),
+        thumbnail_after=colour_stats(thumb_after, thumb_masks),
+        region_before=colour_stats(region_before, region_masks),
+        region_after=colour_stats(region_after, region_masks),
+        difference_scale_thumbnail=thumb_scale,
+        difference_scale_region=region_scale,
+        verification=verification,
+    )
+    (folder / "index.html").write_text(render_html(report), encoding="utf-8")
+    (folder / "report.json").write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
+    return report
+
+
+# -- HTML -------------------------------------------------------------------------------------
+
+
+def _swatch(colour: tuple[float, float, float] | None) -> str:
+    if colour is None:
+        return "<td>n/a</td>"
+    r, g, b = (round(v) for v in colour)
+    text = f"({colour[0]:.1f}, {colour[1]:.1f}, {colour[2]:.1f})"
+    return (
+        f'<td><span class="sw" style="background:rgb({r},{g},{b})"></span>{html.escape(text)}</td>'
+    )
+
+
+def _change(
+    before: tuple[float, float, float] | None, after: tuple[float, float, float] | None
+) -> str:
+    if before is None or after is None:
+        return "<td></td>"
+    delta = ", ".join(f"{a - b:+.1f}" for a, b in zip(after, before, strict=True))
+    return f"<td>({delta})</td>"
+
+
+def _colour_rows(report: ReportResult) -> str:
+    rows = [
+        ("Glass white (thumbnail, median of background)", "glass_white", report.thumbnail_before,
+         report.thumbnail_after),
+        ("Mean tissue colour (thumbnail)", "tissue_mean", report.thumbnail_before,
+         report.thumbnail_after),
+        ("Mean tissue colour (level-0 region)", "tissue_mean", report.region_before,
+         report.region_after),
+    ]  # fmt: skip
+    out = []
+    for label, attr, before, after in rows:
+        b, a = getattr(before, attr), getattr(after, attr)
+        out.append(f"<tr><th>{html.escape(label)}</th>{_swatch(b)}{_swatch(a)}{_change(b, a)}</tr>")
+    return "\n".join(out)
+
+
+def _figure_row(p: PageFigures) -> str:
+    psnr = "&infin;" if p.psnr is None else f"{p.psnr:.2f}"
+    status = "ok" if p.ok else "FAIL"
+    cells = [
+        str(p.index), html.escape(p.role), html.escape(p.compression),
+        f"{p.segments_checked}/{p.segments_total}", psnr, f"{p.mean_abs:.3f}", str(p.max_abs),
+        f"{p.delta_e2000_mean:.3f}", f"{p.delta_e2000_p95:.2f}",
+        f'<span class="{status.lower()}">{status}</span>',
+    ]  # fmt: skip
+    return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.5em;max-width:1600px;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em}
+th,td{border:1px solid #bbb;padding:.25em .6em;text-align:left;font-variant-numeric:tabular-nums}
+.sw{display:inline-block;width:1.2em;height:1.2em;border:1px solid #444;vertical-align:middle;
+margin-right:.4em}
+.ok{color:#176617;font-weight:bold}.fail{color:#b00;font-weight:bold}
+img{max-width:100%;border:1px solid #ddd}figure{margin:0 0 2em}figcaption{color:#444}
+code{background:#f3f3f3;padding:0 .2em}
+"""
+
+
+def render_html(report: ReportResult) -> str:
+    v = report.verification
+    esc = html.escape
+    verdict = '<span class="ok">PASSED</span>' if v.ok else '<span class="fail">FAILED</span>'
+    source = v.source_profile.description if v.source_profile else "unknown"
+    target = v.target_profile.description if v.target_profile else "unknown"
+    intent = v.intent.label if v.intent is not None else "unknown"
+    problems = "".join(f"<li>{esc(p)}</li>" for p in v.problems) or "<li>none</li>"
+    t = v.tolerances
+    x, y, w, h = report.region
+    figures = [
+        ("thumbnail_before_after.png", "The whole slide (thumbnail): original left, calibrated "
+         "right."),
+        ("region_before_after.png", f"A full-resolution tissue region (level 0, x={x}, y={y}, "
+         f"{w}x{h} pixels), chosen as the window with the most and most saturated tissue."),
+        ("histograms.png", "Per-channel histograms, original (grey area) against calibrated "
+         "(coloured line), for the whole slide and the tissue region."),
+        ("difference_thumbnail.png", "Signed difference calibrated - original per channel, whole "
+         f"slide; white is no change, the scale is +/-{report.difference_scale_thumbnail} levels."),
+        ("difference_region.png", "Signed difference per channel in the tissue region (block "
+         f"means); scale +/-{report.difference_scale_region} levels."),
+        ("overlay_region.png", "Where each channel went up (red, top row) or down (blue, bottom "
+         "row) after calibration, over the tissue."),
+    ]  # fmt: skip
+    blocks = "\n".join(
+        f'<figure><img src="{esc(name)}" alt="{esc(name)}">'
+        f"<figcaption>{esc(text)}</figcaption></figure>"
+        for name, text in figures
+    )
+    rows = "\n".join(_figure_row(p) for p in v.pages)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>svsicc report: {esc(v.calibrated.name)}</title>
+<style>{_STYLE}</style></head><body>
+<h1>Colour calibration report</h1>
+<table>
+<tr><th>Original</th><td><code>{esc(str(v.original))}</code></td></tr>
+<tr><th>Calibrated</th><td><code>{esc(str(v.calibrated))}</code></td></tr>
+<tr><th>Transform</th><td>{esc(source)} &rarr; {esc(target)}, {esc(intent)} intent,
+{"identity (pixels unchanged)" if v.identity else "pixels transformed"}</td></tr>
+<tr><th>Verification</th><td>{verdict}</td></tr>
+</table>
+<h2>Glass and tissue colour</h2>
+<table><tr><th></th><th>original</th><th>calibrated</th><th>change (R, G, B)</th></tr>
+{_colour_rows(report)}
+</table>
+<h2>Verification figures</h2>
+<p>Calibrated pixels against LittleCMS applied to the original's pixels. Tolerances per page:
+PSNR &ge; {t.min_psnr_db} dB, mean |error| &le; {t.max_mean_abs}, mean dE2000 &le;
+{t.max_delta_e_mean}, 95th-percentile dE2000 &le; {t.max_delta_e_p95}; per segment PSNR &ge;
+{t.min_segment_psnr_db} dB and mean dE2000 &le; {t.max_segment_delta_e_mean}; lossless
+compressions exact.{" " + str(v.sample) + " random tiles per level." if v.sample else ""}</p>
+<table><tr><th>IFD</th><th>role</th><th>compression</th><th>segments</th><th>PSNR dB</th>
+<th>mean |error|</th><th>max |error|</th><th>dE2000 mean</th><th>dE2000 p95</th><th></th></tr>
+{rows}
+</table>
+<p>Problems:</p><ul>{problems}</ul>
+<h2>Pictures</h2>
+{blocks}
+<p>Made by svsicc; numbers also in <a href="report.json">report.json</a>.</p>
+</body></html>
+"""
+
+
+# -- command line -----------------------------------------------------------------------------
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "report",
+        help="write pictures and figures of what calibration changed (index.html + PNGs)",
+        description="Verify CALIBRATED against ORIGINAL and write to DIR an index.html that opens "
+        "offline, with before/after pictures, histograms, blue-white-red difference maps, glass "
+        "white and tissue colour, and the verify figures. Exit 0: written and verified; 1: "
+        "written but verification failed; 2: bad input.",
+    )
+    p.add_argument("original", help="the original slide")
+    p.add_argument("calibrated", help="the copy svsicc apply wrote")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="the report folder")
+    p.add_argument(
+        "--profile", metavar="ICC", help="the source profile (when the original embeds none)"
+    )
+    p.add_argument(
+        "--sample", type=int, metavar="N", help="verify N random tiles per level instead of all"
+    )
+    p.add_argument(
+        "--region-size",
+        type=int,
+        default=DEFAULT_REGION_SIZE,
+        metavar="PX",
+        help=f"side of the full-resolution region (default {DEFAULT_REGION_SIZE})",
+    )
+    p.add_argument("--json", action="store_true", help="print the report's numbers as JSON")
+    p.set_defaults(handler=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    report = make_report(
+        args.original,
+        args.calibrated,
+        args.output,
+        profile=args.profile,
+        sample=args.sample,
+        region_size=args.region_size,
+    )
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        state = "verified" if report.ok else "VERIFICATION FAILED"
+        print(f"{report.index}: report written ({state})")
+        if not report.ok:
+            for problem in report.verification.problems:
+                print(f"  problem: {problem}")
+    return 0 if report.ok else 1

@@ -1,0 +1,1082 @@
+"""``svsicc verify``: evidence that a calibrated copy is its original with the profile baked in.
+
+Two kinds of check, both against the original file:
+
+Structure
+    Same byte order and TIFF flavour, the same IFDs in the same order, the same tags with the same
+    values except those apply rewrites (tile/strip offsets and byte counts, tag 34675, the
+    ImageDescription's ``ICC Profile*`` keys; IFD 0 may have moved to gain tag 34675: tag values
+    are compared, never positions). Empty segments stay empty. Pages apply does not convert
+    (label, macro) keep every segment byte; a label or macro whose bytes differ is taken as
+    converted (``apply --include-associated``) and gets the colour check instead. Every checked
+    segment of the copy decodes; with ``--sample`` the others are checked for their stream's
+    leading marker only.
+
+Colour
+    Both files are decoded with svsicc's own codecs (so abbreviated RGB-colourspace JPEG, GT450
+    YCbCr JPEG, LZW and JPEG 2000 are read exactly as apply and OpenSlide read them). LittleCMS
+    (the exact 2**24 table of :class:`~svsicc.colour.ColourTable`) maps the original's pixels from
+    the source profile named by the copy's ``ICC Profile Applied*`` record to the profile now in
+    the copy's tag 34675, with the recorded intent; that is what the copy should hold. Each
+    converted page (pyramid levels and thumbnail) gets PSNR, mean and max absolute error over
+    R, G, B samples, and the mean and 95th percentile of the CIEDE2000 difference (sRGB -> CIELAB,
+    D65) between the copy and that expectation. Identity-mode copies (the source profile already
+    was sRGB) must instead keep every segment byte.
+
+Tolerances (:data:`TOLERANCES`), and why
+    Per page, lossy compression: PSNR >= 38 dB, mean |error| <= 2.0, mean dE2000 <= 1.5,
+    95th-percentile dE2000 <= 3.5. Per segment: PSNR >= 30 dB and mean dE2000 <= 2.5, so one
+    corrupt tile fails a page whose average would hide it. Lossless compressions (none, LZW, and
+    any codec that reports ``lossless``): every sample exact. All must hold.
+    A correct copy differs from the expectation only by one re-encode at the source's own
+    quantisation tables. The worst case in the test data, CMU-1-Small-Region (JPEG Q=30, RGB) with
+    ScanScope v1, measures 41.2 dB, mean 1.49, dE2000 mean 1.17 and p95 2.52 on level 0 (worst
+    tile 37.3 dB / 1.57) and 42.4 dB, 0.98, 0.70 / 2.40 on the thumbnail; synthetic AT2 and GT450
+    slides at Q=70-91 measure 44-47 dB, 0.4-0.85, 0.4-0.65 / 1.4-2.1. Limits of 1.0 / 2.5 on
+    dE2000 would reject that correct Q=30 copy. The same slide left untransformed but marked
+    measures 32.2 dB, 3.89, 1.62 / 4.26 (40 tiles below 30 dB or above 2.5), and converted with
+    the wrong profile (A98C) 33.7 dB, 3.26, 1.79 / 5.30. PSNR and mean |error| separate them
+    widest; dE2000 alone does not separate Q=30 noise from ScanScope v1's shift by much (1.17
+    against 1.62), hence all criteria together. A profile whose effect is smaller than the codec's
+    re-encode error cannot be told from an untransformed copy by pixels at all; the record and
+    structure checks still apply. The 95th percentile comes from a histogram of 0.01 bins and
+    CIEDE2000 from a quarter of the pixels (see DELTA_E_STRIDE).
+
+Exit codes: 0 within tolerances, 1 verification failed, 2 bad input (missing file, not a TIFF,
+ORIGINAL already calibrated, no source profile).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from . import tiff
+from .ciede2000 import delta_e2000_srgb
+from .codecs import SegmentCodec
+from .colour import ColourTable, IccProfile, Intent, default_target
+from .engine import CODEC_ERRORS, PageJob, make_codec
+from .exceptions import ProfileError, SvsiccError, UnsupportedLayoutError
+from .marking import AppliedRecord, applied_record, split_description
+from .slide import Page, Role, Slide, read_slide
+
+if TYPE_CHECKING:
+    from .apply import ApplyResult
+
+RGB = npt.NDArray[np.uint8]
+ProgressCallback = Callable[[int, int], None]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+
+IDENTITY_MODE_PREFIX = "identity"
+# Tags whose values apply rewrites; every other tag must keep its value.
+REWRITTEN_TAGS = frozenset(
+    {
+        tiff.TAG_STRIP_OFFSETS,
+        tiff.TAG_STRIP_BYTE_COUNTS,
+        tiff.TAG_TILE_OFFSETS,
+        tiff.TAG_TILE_BYTE_COUNTS,
+        tiff.TAG_ICC_PROFILE,
+        tiff.TAG_IMAGE_DESCRIPTION,
+    }
+)
+# dE2000 percentiles come from a histogram of this resolution (bounded memory on any slide).
+DELTA_E_BIN = 0.01
+DELTA_E_BINS = 10_000  # up to dE 100; larger values land in the last bin
+# CIEDE2000 is ~40 numpy passes per pixel, the bulk of a full verify's time: its statistics use
+# every DELTA_E_STRIDE-th pixel of every DELTA_E_STRIDE-th row (a quarter). On CMU-1-Small-Region
+# that moves the mean by 0.002 and the 95th percentile by 0.01; PSNR and abs errors use all.
+DELTA_E_STRIDE = 2
+# Leading bytes that identify a segment's stream, checked on every segment with --sample.
+_STREAM_MAGIC = {7: b"\xff\xd8", 33003: b"\xff\x4f", 33005: b"\xff\x4f"}
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    min_psnr_db: float = 38.0
+    max_mean_abs: float = 2.0
+    max_delta_e_mean: float = 1.5
+    max_delta_e_p95: float = 3.5
+    min_segment_psnr_db: float = 30.0
+    max_segment_delta_e_mean: float = 2.5
+
+    def to_dict(self) -> dict[str, float | str]:
+        return {
+            **self.__dict__,
+            "lossless": "exact (max_abs 0)",
+        }
+
+
+TOLERANCES = Tolerances()
+
+
+class VerificationError(SvsiccError):
+    """A calibrated copy does not match its original (raised by :func:`verify_before_commit`)."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One reason verification failed (``kind``: structure, profile, decode, colour)."""
+
+    kind: str
+    message: str
+    ifd: int | None = None
+    tile: int | None = None
+
+    def text(self) -> str:
+        where = []
+        if self.ifd is not None:
+            where.append(f"IFD {self.ifd}")
+        if self.tile is not None:
+            where.append(f"segment {self.tile}")
+        return (", ".join(where) + ": " if where else "") + self.message
+
+    def to_dict(self) -> dict[str, object]:
+        return {"kind": self.kind, "ifd": self.ifd, "tile": self.tile, "message": self.message}
+
+
+@dataclass(frozen=True)
+class PageFigures:
+    """The colour figures of one converted page (a pyramid level, the thumbnail...)."""
+
+    index: int
+    role: str
+    compression: str
+    lossless: bool
+    method: str  # "pixels": decoded and compared; "bytes": identity mode, segments compared
+    segments_total: int
+    segments_checked: int
+    pixels: int
+    psnr: float | None  # None: no difference at all (infinite PSNR)
+    mean_abs: float
+    max_abs: int
+    bias: tuple[float, float, float]  # mean signed error (copy - expected) of R, G, B
+    delta_e2000_mean: float
+    delta_e2000_p95: float
+    worst_segment: int | None
+    worst_segment_psnr: float | None
+    worst_segment_delta_e2000: float
+    problems: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "index": self.index,
+            "role": self.role,
+            "compression": self.compression,
+            "lossless": self.lossless,
+            "method": self.method,
+            "segments_total": self.segments_total,
+            "segments_checked": self.segments_checked,
+            "pixels": self.pixels,
+            "psnr": _rounded(self.psnr, 3),
+            "mean_abs": round(self.mean_abs, 4),
+            "max_abs": self.max_abs,
+            "bias_rgb": [round(v, 4) for v in self.bias],
+            "delta_e2000_mean": round(self.delta_e2000_mean, 4),
+            "delta_e2000_p95": round(self.delta_e2000_p95, 4),
+            "worst_segment": None
+            if self.worst_segment is None
+            else {
+                "index": self.worst_segment,
+                "psnr": _rounded(self.worst_segment_psnr, 3),
+                "delta_e2000_mean": round(self.worst_segment_delta_e2000, 4),
+            },
+            "ok": self.ok,
+            "problems": list(self.problems),
+        }
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    original: Path
+    calibrated: Path
+    record: AppliedRecord | None
+    source_profile: IccProfile | None
+    target_profile: IccProfile | None
+    intent: Intent | None
+    identity: bool
+    sample: int | None
+    ifds: int
+    segments_decoded: int
+    unchanged_pages: tuple[int, ...]  # pages whose segments were required byte-identical
+    converted_associated: tuple[int, ...]  # label/macro pages found converted
+    findings: tuple[Finding, ...]
+    pages: tuple[PageFigures, ...]
+    seconds: float
+    tolerances: Tolerances = field(default=TOLERANCES)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings and all(p.ok for p in self.pages)
+
+    @property
+    def problems(self) -> list[str]:
+        """Every reason for failure, one line each."""
+        lines = [f.text() for f in self.findings]
+        for page in self.pages:
+            lines.extend(f"IFD {page.index} ({page.role}): {p}" for p in page.problems)
+        return lines
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "ok": self.ok,
+            "original": str(self.original),
+            "calibrated": str(self.calibrated),
+            "record": None if self.record is None else self.record.to_dict(),
+            "source_profile": None
+            if self.source_profile is None
+            else self.source_profile.summary(),
+            "target_profile": None
+            if self.target_profile is None
+            else self.target_profile.summary(),
+            "intent": None if self.intent is None else self.intent.label,
+            "mode": "identity" if self.identity else "transformed",
+            "sample": self.sample,
+            "tolerances": self.tolerances.to_dict(),
+            "structure": {
+                "ifds": self.ifds,
+                "segments_decoded": self.segments_decoded,
+                "unchanged_pages": list(self.unchanged_pages),
+                "converted_associated_pages": list(self.converted_associated),
+                "ok": not [f for f in self.findings if f.kind in ("structure", "decode")],
+            },
+            "findings": [f.to_dict() for f in self.findings],
+            "problems": self.problems,
+            "levels": [p.to_dict() for p in self.pages],
+            "seconds": round(self.seconds, 3),
+        }
+
+    def format(self) -> str:
+        head = "OK" if self.ok else "FAILED"
+        what = ""
+        if self.source_profile is not None and self.target_profile is not None:
+            what = (
+                f" ({self.source_profile.description!r} -> {self.target_profile.description!r}, "
+                f"{self.intent.label if self.intent is not None else '?'}, "
+                f"{'identity' if self.identity else 'transformed'})"
+            )
+        lines = [f"{self.calibrated} vs {self.original}: {head}{what}"]
+        sampled = f", {self.sample} sampled per level" if self.sample else ""
+        lines.append(
+            f"structure: {self.ifds} IFDs, {self.segments_decoded} segments decoded{sampled}, "
+            f"unchanged pages {list(self.unchanged_pages) or '-'}"
+            + (
+                f", converted label/macro {list(self.converted_associated)}"
+                if self.converted_associated
+                else ""
+            )
+        )
+        for p in self.pages:
+            psnr = "inf" if p.psnr is None else f"{p.psnr:.1f}"
+            lines.append(
+                f"  IFD {p.index} {p.role:<9} {p.segments_checked}/{p.segments_total} segments "
+                f"PSNR {psnr} dB, mean |d| {p.mean_abs:.2f}, max {p.max_abs}, "
+                f"dE2000 mean {p.delta_e2000_mean:.2f} p95 {p.delta_e2000_p95:.2f}"
+                f"{'' if p.ok else '  FAIL'}"
+            )
+        lines.extend(f"  problem: {text}" for text in self.problems)
+        return "\n".join(lines)
+
+
+# -- reading pixels -------------------------------------------------------------------------------
+
+
+class SlidePixels:
+    """Decoded pixels of a slide's segments and regions, through svsicc's own codecs."""
+
+    def __init__(self, reader: tiff.TiffReader, slide: Slide) -> None:
+        self.reader = reader
+        self.slide = slide
+        self._codecs: dict[int, SegmentCodec] = {}
+
+    @property
+    def path(self) -> Path:
+        return self.slide.path
+
+    def codec(self, page: Page) -> SegmentCodec:
+        codec = self._codecs.get(page.index)
+        if codec is None:
+            job = PageJob(
+                page.index, page.compression, page.photometric, page.predictor, page.jpeg_tables
+            )
+            try:
+                codec = make_codec(job)
+            except ImportError as exc:
+                raise UnsupportedLayoutError(
+                    self.path,
+                    f"cannot decode {page.compression_name}: {exc}",
+                    ifd=page.index,
+                ) from None
+            except UnsupportedLayoutError as exc:
+                raise UnsupportedLayoutError(self.path, exc.problem, ifd=page.index) from None
+            self._codecs[page.index] = codec
+        return codec
+
+    def segment_bytes(self, page: Page, index: int) -> bytes:
+        return self.reader.read(
+            page.offsets[index], page.byte_counts[index], "segment", ifd=page.index
+        )
+
+    @staticmethod
+    def segment_box(page: Page, index: int) -> tuple[int, int, int, int]:
+        """(y0, x0, rows, cols) of the image pixels segment ``index`` holds (padding excluded)."""
+        if page.tiled:
+            across = page.segments_across
+            y0 = (index // across) * page.segment_height
+            x0 = (index % across) * page.segment_width
+            return (
+                y0,
+                x0,
+                min(page.segment_height, page.height - y0),
+                min(page.segment_width, page.width - x0),
+            )
+        y0 = index * page.segment_height
+        return y0, 0, min(page.segment_height, page.height - y0), page.width
+
+    def segment_rgb(self, page: Page, index: int) -> RGB:
+        """Decode one segment to (rows, cols, 3) RGB cropped to the image; raises CODEC_ERRORS."""
+        rows, cols = page.segment_shape(index)
+        bgrx = self.codec(page).decode(self.segment_bytes(page, index), rows, cols)
+        _y0, _x0, h, w = self.segment_box(page, index)
+        rgb: RGB = np.ascontiguousarray(bgrx[:h, :w, 2::-1])
+        return rgb
+
+    def region(self, page: Page, x: int, y: int, width: int, height: int, fill: int = 255) -> RGB:
+        """(height, width, 3) RGB of a page; empty segments are ``fill``."""
+        out = np.full((height, width, 3), fill, np.uint8)
+        for index in self.segments_in(page, x, y, width, height):
+            if not page.byte_counts[index]:
+                continue
+            y0, x0, h, w = self.segment_box(page, index)
+            try:
+                pixels = self.segment_rgb(page, index)
+            except CODEC_ERRORS as exc:
+                raise SvsiccError(
+                    self.path, f"cannot decode: {exc}", ifd=page.index, tile=index
+                ) from None
+            top, left = max(y, y0), max(x, x0)
+            bottom, right = min(y + height, y0 + h), min(x + width, x0 + w)
+            out[top - y : bottom - y, left - x : right - x] = pixels[
+                top - y0 : bottom - y0, left - x0 : right - x0
+            ]
+        return out
+
+    def page_rgb(self, page: Page) -> RGB:
+        return self.region(page, 0, 0, page.width, page.height)
+
+    @staticmethod
+    def segments_in(page: Page, x: int, y: int, width: int, height: int) -> Iterator[int]:
+        first_row, last_row = y // page.segment_height, (y + height - 1) // page.segment_height
+        last_row = min(last_row, page.segments_down - 1)
+        if not page.tiled:
+            yield from range(first_row, last_row + 1)
+            return
+        first_col, last_col = x // page.segment_width, (x + width - 1) // page.segment_width
+        last_col = min(last_col, page.segments_across - 1)
+        for row in range(first_row, last_row + 1):
+            for col in range(first_col, last_col + 1):
+                yield row * page.segments_across + col
+
+
+def open_slide(path: str | os.PathLike[str]) -> tuple[tiff.TiffReader, Slide]:
+    reader = tiff.TiffReader(Path(path))
+    try:
+        return reader, read_slide(reader)
+    except BaseException:
+        reader.close()
+        raise
+
+
+# -- the expected transform -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What the copy should be: the source, target and intent, and any doubts about them."""
+
+    source: IccProfile | None
+    target: IccProfile | None
+    intent: Intent | None
+    identity: bool
+    findings: tuple[Finding, ...]
+
+
+def embedded_profile(slide: Slide) -> tuple[bytes, Page] | None:
+    """Tag 34675 of IFD 0, else of the first level or thumbnail that has one (as apply reads)."""
+    for page in slide.pages:
+        if page.role in (Role.LEVEL, Role.THUMBNAIL) and page.icc_profile:
+            return page.icc_profile, page
+    return None
+
+
+def _load_profile(value: object) -> IccProfile | None:
+    if value is None or isinstance(value, IccProfile):
+        return value
+    if isinstance(value, bytes):
+        return IccProfile.from_bytes(value, "--profile bytes")
+    if isinstance(value, str | os.PathLike):
+        return IccProfile.from_file(Path(os.fspath(value)))
+    raise TypeError(f"profile must be a path, bytes or IccProfile, not {type(value).__name__}")
+
+
+def expectation(original: Slide, calibrated: Slide, profile: IccProfile | None) -> Expectation:
+    """Work out source, target and intent from the copy's record, the original and --profile."""
+    findings: list[Finding] = []
+    record = applied_record(calibrated.description)
+    if profile is None:
+        embedded = embedded_profile(original)
+        if embedded is not None:
+            profile = IccProfile.from_bytes(
+                embedded[0], f"{original.path}: IFD {embedded[1].index} tag 34675"
+            )
+    if record is None:
+        findings.append(
+            Finding(
+                "profile",
+                "the copy carries no 'ICC Profile Applied' record in its ImageDescription: "
+                "it was not written by svsicc apply",
+            )
+        )
+        if profile is None:
+            return Expectation(None, None, None, False, tuple(findings))
+        return Expectation(
+            profile, default_target(), profile.default_intent, False, tuple(findings)
+        )
+    if profile is None:
+        raise ProfileError(
+            original.path,
+            f"the original has no embedded ICC profile and the copy records "
+            f"{record.source_description!r} (sha256 {record.source_sha256[:16]}...)",
+            hint="pass --profile FILE with that profile",
+        )
+    if profile.sha256 != record.source_sha256:
+        findings.append(
+            Finding(
+                "profile",
+                f"the copy records source profile {record.source_description!r} (sha256 "
+                f"{record.source_sha256[:16]}...), not {profile.description!r} (sha256 "
+                f"{profile.sha256[:16]}...) that the check expects",
+            )
+        )
+    target_bytes = calibrated.pages[0].icc_profile
+    if target_bytes:
+        target = IccProfile.from_bytes(target_bytes, f"{calibrated.path}: IFD 0 tag 34675")
+    else:
+        findings.append(Finding("structure", "IFD 0 of the copy has no ICC profile tag", ifd=0))
+        target = default_target()
+    if target.description != record.target:
+        findings.append(
+            Finding(
+                "profile",
+                f"the copy's tag 34675 holds {target.description!r} but its record says the "
+                f"target was {record.target!r}",
+                ifd=0,
+            )
+        )
+    try:
+        intent = Intent.parse(record.intent)
+    except ValueError:
+        findings.append(Finding("profile", f"the record names an unknown intent {record.intent!r}"))
+        intent = profile.default_intent
+    identity = record.mode.startswith(IDENTITY_MODE_PREFIX)
+    return Expectation(profile, target, intent, identity, tuple(findings))
+
+
+# -- structure --------------------------------------------------------------------------------
+
+
+def _description_without_icc(text: str | None) -> tuple[str, list[tuple[str, str]]] | None:
+    if text is None:
+        return None
+    header, pairs = split_description(text)
+    return header, [(k, v) for k, v in pairs if not k.startswith("ICC Profile")]
+
+
+def compare_structure(
+    orig: SlidePixels, cal: SlidePixels, target: IccProfile | None
+) -> list[Finding]:
+    """Header, IFD list, tag values, empty segments and tag 34675; not segment contents."""
+    findings: list[Finding] = []
+    a, b = orig.slide.structure, cal.slide.structure
+    # apply promotes a classic TIFF whose copy would pass 4 GiB to BigTIFF; nothing else.
+    if a.byteorder != b.byteorder or (a.bigtiff and not b.bigtiff):
+        findings.append(
+            Finding(
+                "structure",
+                f"the TIFF header differs (byte order {a.byteorder} / {b.byteorder}, BigTIFF "
+                f"{a.bigtiff} / {b.bigtiff})",
+            )
+        )
+    if len(a.ifds) != len(b.ifds):
+        findings.append(
+            Finding("structure", f"the original has {len(a.ifds)} IFDs, the copy {len(b.ifds)}")
+        )
+    for po, pc in zip(orig.slide.pages, cal.slide.pages, strict=False):
+        findings.extend(_compare_page(orig, cal, po, pc, target))
+    return findings
+
+
+def _compare_page(
+    orig: SlidePixels, cal: SlidePixels, po: Page, pc: Page, target: IccProfile | None
+) -> list[Finding]:
+    findings: list[Finding] = []
+    i = po.index
+    tags_o, tags_c = set(po.ifd.entries), set(pc.ifd.entries)
+    missing = sorted(tags_o - tags_c)
+    extra = sorted(tags_c - tags_o - {tiff.TAG_ICC_PROFILE})
+    if missing:
+        findings.append(Finding("structure", f"tags {missing} are missing from the copy", ifd=i))
+    if extra:
+        findings.append(Finding("structure", f"the copy has extra tags {extra}", ifd=i))
+    if tiff.TAG_ICC_PROFILE in tags_c - tags_o and i != 0:
+        findings.append(
+            Finding("structure", "the copy gained an ICC profile tag on an IFD other than 0", ifd=i)
+        )
+    for tag in sorted((tags_o & tags_c) - REWRITTEN_TAGS):
+        eo, ec = po.ifd.entries[tag], pc.ifd.entries[tag]
+        if (eo.type, eo.count) != (ec.type, ec.count) or orig.reader.raw_value(
+            po.ifd, tag
+        ) != cal.reader.raw_value(pc.ifd, tag):
+            findings.append(Finding("structure", f"tag {tag} has a different value", ifd=i))
+    if len(po.offsets) != len(pc.offsets):
+        findings.append(
+            Finding(
+                "structure",
+                f"{len(po.offsets)} segments in the original, {len(pc.offsets)} in the copy",
+                ifd=i,
+            )
+        )
+    else:
+        for n, (co, cc) in enumerate(zip(po.byte_counts, pc.byte_counts, strict=True)):
+            if (co == 0) != (cc == 0):
+                state = "empty in the original only" if co == 0 else "empty in the copy only"
+                findings.append(Finding("structure", f"segment {n} is {state}", ifd=i, tile=n))
+    core_o, core_c = (
+        _description_without_icc(po.description),
+        _description_without_icc(pc.description),
+    )
+    if core_o != core_c:
+        findings.append(
+            Finding(
+                "structure",
+                "the ImageDescription differs in more than its 'ICC Profile' keys",
+                ifd=i,
+            )
+        )
+    if (
+        pc.icc_profile is not None
+        and pc.icc_profile != po.icc_profile
+        and target is not None
+        and pc.icc_profile != target.data
+    ):
+        findings.append(
+            Finding(
+                "structure",
+                "tag 34675 holds neither the original's profile nor the target profile",
+                ifd=i,
+            )
+        )
+    if po.icc_profile is not None and pc.icc_profile is None:
+        findings.append(Finding("structure", "tag 34675 was removed", ifd=i))
+    return findings
+
+
+def _geometry_matches(po: Page, pc: Page) -> bool:
+    keys = ("width", "height", "tiled", "segment_width", "segment_height", "compression")
+    return all(getattr(po, k) == getattr(pc, k) for k in keys) and len(po.offsets) == len(
+        pc.offsets
+    )
+
+
+# -- colour -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Accumulator:
+    samples: int = 0
+    pixels: int = 0
+    delta_e_pixels: int = 0
+    signed: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(3, np.int64))
+    squared: float = 0.0
+    absolute: float = 0.0
+    max_abs: int = 0
+    delta_e_sum: float = 0.0
+    delta_e_hist: npt.NDArray[np.int64] = field(
+        default_factory=lambda: np.zeros(DELTA_E_BINS, np.int64)
+    )
+    max_delta_e: float = 0.0
+    worst: int | None = None
+    worst_psnr: float | None = None
+    worst_delta_e: float = -1.0
+
+    def add(self, index: int, got: RGB, want: RGB) -> tuple[float | None, float]:
+        diff = got.astype(np.int32) - want.astype(np.int32)
+        squared = float(np.square(diff).sum(dtype=np.int64))
+        magnitude = np.abs(diff)
+        absolute = float(magnitude.sum(dtype=np.int64))
+        step = DELTA_E_STRIDE
+        delta_e = delta_e2000_srgb(got[::step, ::step], want[::step, ::step]).ravel()
+        n = diff.size
+        self.samples += n
+        self.pixels += n // 3
+        self.delta_e_pixels += delta_e.size
+        self.squared += squared
+        self.absolute += absolute
+        self.signed += diff.reshape(-1, 3).sum(axis=0, dtype=np.int64)
+        self.max_abs = max(self.max_abs, int(magnitude.max(initial=0)))
+        self.delta_e_sum += float(delta_e.sum())
+        self.max_delta_e = max(self.max_delta_e, float(delta_e.max(initial=0.0)))
+        bins = np.minimum((delta_e / DELTA_E_BIN).astype(np.int64), DELTA_E_BINS - 1)
+        self.delta_e_hist += np.bincount(bins, minlength=DELTA_E_BINS)
+        seg_psnr = psnr_from_mse(squared / n) if n else None
+        seg_delta_e = float(delta_e.mean()) if delta_e.size else 0.0
+        if seg_delta_e > self.worst_delta_e:
+            self.worst, self.worst_psnr, self.worst_delta_e = index, seg_psnr, seg_delta_e
+        return seg_psnr, seg_delta_e
+
+    def percentile(self, q: float) -> float:
+        total = int(self.delta_e_hist.sum())
+        if not total:
+            return 0.0
+        cumulative = np.cumsum(self.delta_e_hist)
+        bin_index = int(np.searchsorted(cumulative, q * total))
+        # The bin's upper edge never under-reports; the largest value seen caps it.
+        return min((bin_index + 1) * DELTA_E_BIN, self.max_delta_e)
+
+
+def _bias(acc: _Accumulator) -> tuple[float, float, float]:
+    if not acc.pixels:
+        return (0.0, 0.0, 0.0)
+    r, g, b = (float(v) / acc.pixels for v in acc.signed)
+    return (r, g, b)
+
+
+def psnr_from_mse(mse: float) -> float | None:
+    return None if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def _choose_segments(page: Page, sample: int | None, seed: int) -> list[int]:
+    present = [n for n, count in enumerate(page.byte_counts) if count]
+    if sample is None or page.role is not Role.LEVEL or sample >= len(present):
+        return present
+    rng = np.random.default_rng([seed, page.index])
+    return sorted(int(n) for n in rng.choice(present, size=sample, replace=False))
+
+
+def _check_colour(
+    orig: SlidePixels,
+    cal: SlidePixels,
+    po: Page,
+    pc: Page,
+    table: ColourTable,
+    segments: list[int],
+    tolerances: Tolerances,
+    findings: list[Finding],
+    progress: Callable[[], None],
+) -> tuple[PageFigures, int]:
+    acc = _Accumulator()
+    problems: list[str] = []
+    decoded = 0
+    lossless = bool(getattr(cal.codec(pc), "lossless", False))
+    bad_segments: list[tuple[int, float | None, float]] = []
+    for n in segments:
+        progress()
+        try:
+            before = orig.segment_rgb(po, n)
+        except CODEC_ERRORS as exc:
+            if orig.segment_bytes(po, n) != cal.segment_bytes(pc, n):
+                findings.append(
+                    Finding("decode", f"the original's segment cannot be decoded ({exc}) and "
+                            "the copy's differs from it", ifd=po.index, tile=n)
+                )  # fmt: skip
+            continue  # apply --on-bad-tile keep: kept as it was
+        try:
+            after = cal.segment_rgb(pc, n)
+        except CODEC_ERRORS as exc:
+            findings.append(Finding("decode", f"cannot decode: {exc}", ifd=pc.index, tile=n))
+            continue
+        decoded += 1
+        if after.shape != before.shape:
+            findings.append(
+                Finding("decode", f"decodes to {after.shape}, the original to {before.shape}",
+                        ifd=pc.index, tile=n)
+            )  # fmt: skip
+            continue
+        seg_psnr, seg_delta_e = acc.add(n, after, table.apply_rgb(before))
+        if not lossless and (
+            (seg_psnr is not None and seg_psnr < tolerances.min_segment_psnr_db)
+            or seg_delta_e > tolerances.max_segment_delta_e_mean
+        ):
+            bad_segments.append((n, seg_psnr, seg_delta_e))
+    mse = acc.squared / acc.samples if acc.samples else 0.0
+    figures_psnr = psnr_from_mse(mse)
+    mean_abs = acc.absolute / acc.samples if acc.samples else 0.0
+    delta_e_mean = acc.delta_e_sum / acc.delta_e_pixels if acc.delta_e_pixels else 0.0
+    delta_e_p95 = acc.percentile(0.95)
+    t = tolerances
+    if lossless:
+        if acc.max_abs:
+            problems.append(
+                f"lossless compression but the pixels differ from the expectation by up to "
+                f"{acc.max_abs} (mean {mean_abs:.3f})"
+            )
+    else:
+        if figures_psnr is not None and figures_psnr < t.min_psnr_db:
+            problems.append(f"PSNR {figures_psnr:.2f} dB < {t.min_psnr_db} dB")
+        if mean_abs > t.max_mean_abs:
+            problems.append(f"mean |error| {mean_abs:.3f} > {t.max_mean_abs}")
+        if delta_e_mean > t.max_delta_e_mean:
+            problems.append(f"mean dE2000 {delta_e_mean:.3f} > {t.max_delta_e_mean}")
+        if delta_e_p95 > t.max_delta_e_p95:
+            problems.append(f"95th-percentile dE2000 {delta_e_p95:.2f} > {t.max_delta_e_p95}")
+    for n, seg_psnr, seg_delta_e in bad_segments[:10]:
+        shown = "inf" if seg_psnr is None else f"{seg_psnr:.1f}"
+        problems.append(
+            f"segment {n}: PSNR {shown} dB, mean dE2000 {seg_delta_e:.2f} (limits "
+            f"{t.min_segment_psnr_db} dB, {t.max_segment_delta_e_mean})"
+        )
+    if len(bad_segments) > 10:
+        problems.append(f"... and {len(bad_segments) - 10} more segments out of tolerance")
+    if segments and not acc.pixels:
+        problems.append("no segment could be compared")
+    figures = PageFigures(
+        index=po.index,
+        role=po.role.value,
+        compression=po.compression_name,
+        lossless=lossless,
+        method="pixels",
+        segments_total=len(po.offsets),
+        segments_checked=decoded,
+        pixels=acc.pixels,
+        psnr=figures_psnr,
+        mean_abs=mean_abs,
+        max_abs=acc.max_abs,
+        bias=_bias(acc),
+        delta_e2000_mean=delta_e_mean,
+        delta_e2000_p95=delta_e_p95 if acc.pixels else 0.0,
+        worst_segment=acc.worst,
+        worst_segment_psnr=acc.worst_psnr,
+        worst_segment_delta_e2000=max(acc.worst_delta_e, 0.0),
+        problems=tuple(problems),
+    )
+    return figures, decoded
+
+
+def _segments_identical(
+    orig: SlidePixels, cal: SlidePixels, po: Page, pc: Page, segments: list[int]
+) -> list[int]:
+    """The segments of ``segments`` whose bytes differ."""
+    return [
+        n
+        for n in segments
+        if po.byte_counts[n] != pc.byte_counts[n]
+        or orig.segment_bytes(po, n) != cal.segment_bytes(pc, n)
+    ]
+
+
+def _check_unsampled(
+    orig: SlidePixels, cal: SlidePixels, po: Page, pc: Page, skip: set[int]
+) -> list[Finding]:
+    """The cheap check of every segment --sample did not decode.
+
+    Compressed streams must start with their codec's marker (when the original's did);
+    uncompressed segments must keep their size. Catches truncated, zeroed and misplaced data.
+    """
+    magic = _STREAM_MAGIC.get(pc.compression)
+    findings = []
+    for n, count in enumerate(pc.byte_counts):
+        if n in skip or not count:
+            continue
+        if pc.compression == 1 and count != po.byte_counts[n]:
+            findings.append(
+                Finding("decode", f"holds {count} bytes, the original {po.byte_counts[n]}",
+                        ifd=pc.index, tile=n)
+            )  # fmt: skip
+        if magic is None or po.byte_counts[n] < len(magic):
+            continue
+        if orig.reader.read(po.offsets[n], len(magic), "segment", ifd=po.index) != magic:
+            continue  # the original's stream is unusual; do not guess
+        head = cal.reader.read(pc.offsets[n], min(count, len(magic)), "segment", ifd=pc.index)
+        if head != magic:
+            findings.append(
+                Finding("decode", f"starts with {head.hex()}, not {magic.hex()}",
+                        ifd=pc.index, tile=n)
+            )  # fmt: skip
+    return findings
+
+
+def _identity_figures(po: Page, checked: int, differing: list[int]) -> PageFigures:
+    problems = tuple(
+        f"segment {n} differs; identity mode must keep every byte" for n in differing[:10]
+    )
+    return PageFigures(
+        index=po.index,
+        role=po.role.value,
+        compression=po.compression_name,
+        lossless=True,
+        method="bytes",
+        segments_total=len(po.offsets),
+        segments_checked=checked,
+        pixels=0,
+        psnr=None,
+        mean_abs=0.0,
+        max_abs=0,
+        bias=(0.0, 0.0, 0.0),
+        delta_e2000_mean=0.0,
+        delta_e2000_p95=0.0,
+        worst_segment=None,
+        worst_segment_psnr=None,
+        worst_segment_delta_e2000=0.0,
+        problems=problems,
+    )
+
+
+def verify(
+    original: str | os.PathLike[str],
+    calibrated: str | os.PathLike[str],
+    *,
+    profile: str | os.PathLike[str] | bytes | IccProfile | None = None,
+    sample: int | None = None,
+    seed: int = 0,
+    tolerances: Tolerances = TOLERANCES,
+    progress: ProgressCallback | None = None,
+) -> VerifyResult:
+    """Check ``calibrated`` against ``original``; see the module docstring for what and how.
+
+    ``profile`` is the source profile the copy must have been made with: needed when the
+    original embeds none, and otherwise overriding the embedded one. ``sample`` checks that many
+    random segments (seeded by ``seed``) per pyramid level instead of all of them.
+    Raises :class:`SvsiccError` subclasses for bad input; a copy that fails verification is a
+    result with ``ok`` False, not an exception.
+    """
+    started = time.perf_counter()
+    if sample is not None and sample < 1:
+        raise SvsiccError(None, f"--sample must be at least 1, not {sample}")
+    src_path, dst_path = Path(original), Path(calibrated)
+    chosen = _load_profile(profile)
+    orig_reader, orig_slide = open_slide(src_path)
+    try:
+        cal_reader, cal_slide = open_slide(dst_path)
+    except BaseException:
+        orig_reader.close()
+        raise
+    with orig_reader, cal_reader:
+        if applied_record(orig_slide.description) is not None:
+            raise SvsiccError(
+                src_path,
+                "ORIGINAL is itself a calibrated copy (it carries an 'ICC Profile Applied' record)",
+                hint="give the original first, then the calibrated copy",
+            )
+        orig = SlidePixels(orig_reader, orig_slide)
+        cal = SlidePixels(cal_reader, cal_slide)
+        expect = expectation(orig_slide, cal_slide, chosen)
+        findings = list(expect.findings)
+        findings.extend(compare_structure(orig, cal, expect.target))
+        table = None
+        if expect.source is not None and expect.target is not None and expect.intent is not None:
+            table = ColourTable.load_or_build(expect.source, expect.target, expect.intent)
+            if expect.identity:
+                from .apply import IDENTITY_TOLERANCE
+
+                deviation = table.max_deviation_from_identity()
+                if deviation > IDENTITY_TOLERANCE:
+                    findings.append(
+                        Finding(
+                            "profile",
+                            f"the record says identity mode but {expect.source.description!r} "
+                            f"-> {expect.target.description!r} moves colours by up to "
+                            f"{deviation} levels",
+                        )
+                    )
+        pairs = [
+            (po, pc)
+            for po, pc in zip(orig_slide.pages, cal_slide.pages, strict=False)
+            if _geometry_matches(po, pc)
+        ]
+        for po, pc in zip(orig_slide.pages, cal_slide.pages, strict=False):
+            if not _geometry_matches(po, pc):
+                findings.append(
+                    Finding("structure", "size, segment layout or compression differ", ifd=po.index)
+                )
+        plan: list[tuple[Page, Page, list[int], bool]] = []  # (orig, copy, segments, convert)
+        unchanged: list[int] = []
+        converted_associated: list[int] = []
+        for po, pc in pairs:
+            converts = not expect.identity and po.role in (Role.LEVEL, Role.THUMBNAIL)
+            if not expect.identity and not converts:
+                everything = list(range(len(po.offsets)))
+                if _segments_identical(orig, cal, po, pc, everything):
+                    converts = True
+                    converted_associated.append(po.index)
+            if not converts:
+                unchanged.append(po.index)
+            plan.append((po, pc, _choose_segments(po, sample, seed), converts))
+        total = sum(len(segs) for po, _pc, segs, conv in plan if conv)
+        done = 0
+
+        def tick() -> None:
+            nonlocal done
+            done += 1
+            if progress is not None:
+                progress(done, total)
+
+        pages: list[PageFigures] = []
+        decoded = 0
+        for po, pc, segments, converts in plan:
+            if not converts:
+                checked = list(range(len(po.offsets))) if sample is None else segments
+                differing = _segments_identical(orig, cal, po, pc, checked)
+                if expect.identity and po.role in (Role.LEVEL, Role.THUMBNAIL):
+                    pages.append(_identity_figures(po, len(checked), differing))
+                else:
+                    findings.extend(
+                        Finding("structure", "differs from the original; this page is not "
+                                "converted and must keep every byte", ifd=po.index, tile=n)
+                        for n in differing[:10]
+                    )  # fmt: skip
+                continue
+            if table is None:
+                continue
+            figures, count = _check_colour(
+                orig, cal, po, pc, table, segments, tolerances, findings, tick
+            )
+            pages.append(figures)
+            decoded += count
+            if sample is not None:
+                findings.extend(_check_unsampled(orig, cal, po, pc, set(segments)))
+        if not pages and table is not None and not expect.identity:
+            findings.append(Finding("structure", "no page of the copy was converted"))
+    return VerifyResult(
+        original=src_path,
+        calibrated=dst_path,
+        record=applied_record(cal_slide.description),
+        source_profile=expect.source,
+        target_profile=expect.target,
+        intent=expect.intent,
+        identity=expect.identity,
+        sample=sample,
+        ifds=len(cal_slide.pages),
+        segments_decoded=decoded,
+        unchanged_pages=tuple(unchanged),
+        converted_associated=tuple(converted_associated),
+        findings=tuple(findings),
+        pages=tuple(pages),
+        seconds=time.perf_counter() - started,
+        tolerances=tolerances,
+    )
+
+
+# -- apply --verify ---------------------------------------------------------------------------
+
+
+def verify_before_commit(
+    sample: int | None,
+    profile: str | os.PathLike[str] | bytes | IccProfile | None = None,
+    on_result: Callable[[VerifyResult], None] | None = None,
+) -> Callable[[Path, ApplyResult], None]:
+    """A ``before_commit`` hook for :func:`svsicc.apply`: verify the finished temporary copy.
+
+    The copy is checked against ``result.source`` with ``profile`` (default: the profile apply
+    used) and ``sample`` random segments per level (None: all). ``on_result`` receives the
+    :class:`VerifyResult` whether it passed or not (a migration journal records the figures).
+    Raises :class:`VerificationError` when the copy fails, so apply leaves no output.
+    """
+
+    def check(temp_path: Path, result: ApplyResult) -> None:
+        outcome = verify(
+            result.source,
+            temp_path,
+            profile=profile if profile is not None else result.profile,
+            sample=sample,
+        )
+        if on_result is not None:
+            on_result(outcome)
+        if not outcome.ok:
+            problems = outcome.problems
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise VerificationError(
+                result.output,
+                f"verification failed, nothing was written: {problems[0]}{more}",
+                hint="run svsicc verify on a copy made without --verify for the details",
+            )
+
+    return check
+
+
+# -- command line -----------------------------------------------------------------------------
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "verify",
+        help="check a calibrated copy against its original (structure and colour)",
+        description="Check that CALIBRATED is ORIGINAL with its ICC profile baked in: the same "
+        "TIFF structure and untouched label/macro bytes, every tile decodes, and the pixels "
+        "equal LittleCMS applied to the original's within documented tolerances (per level "
+        f"PSNR >= {TOLERANCES.min_psnr_db} dB, mean |error| <= {TOLERANCES.max_mean_abs}, dE2000 "
+        f"mean <= {TOLERANCES.max_delta_e_mean} and p95 <= {TOLERANCES.max_delta_e_p95}; per "
+        f"tile PSNR >= {TOLERANCES.min_segment_psnr_db} dB and dE2000 mean <= "
+        f"{TOLERANCES.max_segment_delta_e_mean}; lossless pages exact). "
+        "Exit 0: within tolerances; 1: verification failed; 2: bad input.",
+    )
+    p.add_argument("original", help="the original slide")
+    p.add_argument("calibrated", help="the copy svsicc apply wrote")
+    p.add_argument(
+        "--profile",
+        metavar="ICC",
+        help="the source profile the copy was made with (required when the original embeds "
+        "none; its sha256 must match the copy's record)",
+    )
+    p.add_argument(
+        "--sample",
+        type=int,
+        metavar="N",
+        help="check N random tiles per level instead of all (for big slides)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the --sample choice (default 0)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--quiet", action="store_true", help="no output, only the exit code")
+    p.set_defaults(handler=_run_verify)
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    from .progress import ProgressBar
+
+    bar = ProgressBar(
+        f"verify {args.calibrated}", enabled=False if args.quiet or args.json else None
+    )
+    try:
+        result = verify(
+            args.original,
+            args.calibrated,
+            profile=args.profile,
+            sample=args.sample,
+            seed=args.seed,
+            progress=bar,
+        )
+    finally:
+        bar.close()
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    elif not args.quiet:
+        print(result.format())
+    return EXIT_OK if result.ok else EXIT_FAILED
