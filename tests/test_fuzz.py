@@ -39,7 +39,7 @@ from svsicc.info import slide_info
 from svsicc.synthetic import DATA_DIR, load_real_pixels, preset, write_slide
 
 SEED = 20250607
-CASES = {"openslide-small": 90, "at2": 130, "gt450": 80}
+CASES = {"openslide-small": 80, "at2": 110, "gt450": 70, "at2-bigtiff": 60}
 # It takes about 30 s here; the bound only catches a hang or a runaway allocation.
 TIME_BUDGET = 120.0
 SCANSCOPE = DATA_DIR / "ScanScope_v1_from_CMU-Embed.icc"
@@ -220,11 +220,17 @@ def seeds(tmp_path_factory: pytest.TempPathFactory) -> list[Seed]:
         folder / "gt450.svs", pixels,
         preset("gt450", profile=EMBEDDED, downsamples=(1,), with_label=False, with_macro=False),
     )  # fmt: skip
+    big = write_slide(
+        folder / "at2-bigtiff.svs", pixels[:240, :480],
+        preset("at2", profile=EMBEDDED, downsamples=(1,), bigtiff=True, with_label=False,
+               with_macro=False),
+    )  # fmt: skip
     small = Path(shutil.copyfile(DATA_DIR / "openslide-python_small.svs", folder / "small.svs"))
     return [
         describe("openslide-small", small, ("--profile", str(SCANSCOPE))),
         describe("at2", at2, ()),
         describe("gt450", gt450, ()),
+        describe("at2-bigtiff", big, ()),
     ]
 
 

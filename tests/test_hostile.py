@@ -897,3 +897,22 @@ def test_copy_passing_4_gib_is_promoted_to_bigtiff(
     # info reads the result like any slide.
     code, stdout, _ = run(capsys, "info", out)
     assert code == 0 and "BigTIFF" in stdout and "applied: yes" in stdout
+
+
+def test_disk_full_during_bigtiff_promotion_leaves_nothing(
+    tmp_path: Path, at2_slide: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The promotion writes a twin of the input beside the output: when that fills the disk,
+    the error is the same one line and both temporary files go."""
+    source = tmp_path / "near-4gib.svs"
+    relocate_below_4gib(at2_slide, source, slack=64)
+    data_bytes = source.stat().st_blocks * 512
+    full = tmp_path / "full"
+    # Room for one copy of the data (the first, classic attempt) but not for twin and copy.
+    with small_tmpfs(full, f"{data_bytes * 3 // 2 // 1024}k") as mounted:
+        assert mounted, "this test needs a tmpfs (run as root)"
+        code, _, err = run(capsys, "apply", source, full / "o.svs", "--quiet")
+        assert code == 2
+        assert_one_line_error(err, "o.svs", "no space left on the device")
+        assert listing(full) == []
+    assert listing(tmp_path) == ["full", "near-4gib.svs"]
