@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 
 from . import __version__
-from .exceptions import AlreadyAppliedError, SvsiccError
+from .exceptions import AlreadyAppliedError, SvsiccError, VerificationError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -23,7 +23,7 @@ EXIT_ERROR = 2
 EXIT_ALREADY_APPLIED = 3
 
 # Modules that add subcommands besides apply and info.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("verify", "report")
+SUBCOMMAND_MODULES: tuple[str, ...] = ("bench", "migrate", "verify", "report")
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -69,6 +69,15 @@ def _register_apply(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default="fail",
         help="what to do with a tile that cannot be decoded (default: fail the slide)",
     )
+    p.add_argument(
+        "--verify",
+        nargs="?",
+        const=64,
+        type=int,
+        metavar="N",
+        help="verify the copy against the original (N random tiles per level, default 64) "
+        "before it is renamed into place; a copy that fails is not kept (exit 1)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
     p.set_defaults(handler=_run_apply)
@@ -80,6 +89,11 @@ def _run_apply(args: argparse.Namespace) -> int:
 
     output = args.input if args.in_place and args.output in (None, "-") else args.output
     bar = ProgressBar(f"svsicc {args.input}", enabled=False if args.quiet else None)
+    check = None
+    if args.verify is not None:
+        from .verify import verify_before_commit
+
+        check = verify_before_commit(args.verify)
     try:
         result = apply(
             args.input,
@@ -93,6 +107,7 @@ def _run_apply(args: argparse.Namespace) -> int:
             include_associated=args.include_associated,
             keep_bad_tiles=args.on_bad_tile == "keep",
             progress=bar,
+            before_commit=check,
         )
     finally:
         bar.close()
@@ -164,6 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AlreadyAppliedError as exc:
         print(f"svsicc: {exc.one_line()}", file=sys.stderr)
         return EXIT_ALREADY_APPLIED
+    except VerificationError as exc:
+        print(f"svsicc: {exc.one_line()}", file=sys.stderr)
+        return EXIT_FAILED
     except SvsiccError as exc:
         print(f"svsicc: {exc.one_line()}", file=sys.stderr)
         return EXIT_ERROR

@@ -250,7 +250,7 @@ class ColourTable:
         index = rgb[..., 0].astype(np.intp) << 16
         index |= rgb[..., 1].astype(np.intp) << 8
         index |= rgb[..., 2]
-        out = np.take(self.table, index, mode="clip")
+        out = np.take(self.table, index.reshape(-1), mode="clip")
         return out.view(np.uint8).reshape(*rgb.shape[:-1], 4)[..., :3]
 
 

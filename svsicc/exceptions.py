@@ -79,3 +79,7 @@ class AlreadyAppliedError(SvsiccError):
 
 class OutputError(SvsiccError):
     """The output cannot be written (same as input, disk full, permissions...)."""
+
+
+class VerificationError(SvsiccError):
+    """A calibrated copy does not match its original."""

@@ -66,7 +66,7 @@ from .ciede2000 import delta_e2000_srgb
 from .codecs import SegmentCodec
 from .colour import ColourTable, IccProfile, Intent, default_target
 from .engine import CODEC_ERRORS, PageJob, make_codec
-from .exceptions import ProfileError, SvsiccError, UnsupportedLayoutError
+from .exceptions import ProfileError, SvsiccError, UnsupportedLayoutError, VerificationError
 from .marking import AppliedRecord, applied_record, split_description
 from .slide import Page, Role, Slide, read_slide
 
@@ -119,10 +119,6 @@ class Tolerances:
 
 
 TOLERANCES = Tolerances()
-
-
-class VerificationError(SvsiccError):
-    """A calibrated copy does not match its original (raised by :func:`verify_before_commit`)."""
 
 
 @dataclass(frozen=True)

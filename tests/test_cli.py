@@ -241,3 +241,15 @@ def test_marked_description_keeps_original_keys(
     # The relocated IFD 0 is still first and everything after it is linked as before.
     header = out.read_bytes()[:8]
     assert struct.unpack("<H", header[2:4])[0] == 42
+
+
+def test_apply_verify_checks_before_commit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "verified.svs"
+    code, stdout, err = run(
+        capsys, "apply", CMU_SMALL, out, "--profile", SCANSCOPE, "--verify", "4", "--json"
+    )
+    assert code == 0, err
+    assert json.loads(stdout)["segments_rewritten"] == 178
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["verified.svs"]
