@@ -10,6 +10,7 @@ BigTIFF in place (used when a classic copy would pass 4 GiB).
 
 from __future__ import annotations
 
+import bisect
 import os
 import struct
 from collections.abc import Iterator, Mapping, Sequence
@@ -55,6 +56,8 @@ TYPE_IFD, TYPE_IFD8 = 13, 18
 
 MAX_IFDS = 10_000
 MAX_ENTRIES_PER_IFD = 4_096
+# A slide has about ten IFDs of twenty entries; this bounds the parse of a hostile chain.
+MAX_TOTAL_ENTRIES = 100_000
 # No legitimate tag in a slide needs more; larger counts are corrupt and must not allocate.
 MAX_TAG_BYTES = 512 * 1024 * 1024
 CLASSIC_LIMIT = 2**32
@@ -209,6 +212,8 @@ class TiffReader:
         self._bigtiff = bigtiff
         ifds: list[TiffIfd] = []
         seen: set[int] = set()
+        tables: list[tuple[int, int, int]] = []  # (start, end, index), sorted
+        total_entries = 0
         offset = first
         while offset:
             if offset in seen:
@@ -217,6 +222,24 @@ class TiffReader:
                 raise TiffFormatError(self.path, f"more than {MAX_IFDS} IFDs")
             seen.add(offset)
             ifd = self._parse_ifd(len(ifds), offset, pointer_offset)
+            # A chain of IFDs laid over each other (each a few bytes further) would not loop
+            # but would make the parser read the same bytes thousands of times.
+            at = bisect.bisect_left(tables, (ifd.offset, ifd.end, ifd.index))
+            for _start, end_, other in tables[max(0, at - 1) : at + 1]:
+                if _start < ifd.end and ifd.offset < end_:
+                    raise TiffFormatError(
+                        self.path,
+                        f"IFD {ifd.index} at offset {ifd.offset} overlaps IFD {other}; the file "
+                        "is corrupt",
+                        ifd=ifd.index,
+                    )
+            tables.insert(at, (ifd.offset, ifd.end, ifd.index))
+            total_entries += ifd.entry_count
+            if total_entries > MAX_TOTAL_ENTRIES:
+                raise TiffFormatError(
+                    self.path, f"more than {MAX_TOTAL_ENTRIES} IFD entries in all; the file is "
+                    "corrupt",
+                )  # fmt: skip
             ifds.append(ifd)
             pointer_offset = ifd.next_pointer_offset
             offset = self._read_int(pointer_offset, 8 if bigtiff else 4)

@@ -185,6 +185,46 @@ def test_ifd_inside_the_header_is_refused(broken: Path, capsys: pytest.CaptureFi
     expect_clean_failure(capsys, broken, "points into the file header")
 
 
+def crafted_chain(path: Path, n_ifds: int, entries: int, step: int) -> None:
+    """A classic TIFF of ``n_ifds`` IFDs of ``entries`` entries of an unknown type (legal, and
+    skipped by readers), the IFDs ``step`` bytes apart, each pointing at the next."""
+    size = 2 + 12 * entries + 4
+    data = bytearray(b"II*\x00" + struct.pack("<I", 8))
+    data += bytes(8 + step * (n_ifds - 1) + size - len(data))
+    for k in range(n_ifds):
+        at = 8 + step * k
+        table = struct.pack("<H", entries) + struct.pack("<HHII", 40000, 99, 1, 0) * entries
+        following = 8 + step * (k + 1) if k + 1 < n_ifds else 0
+        data[at : at + size] = table + struct.pack("<I", following)
+    path.write_bytes(bytes(data))
+
+
+def test_ifds_laid_over_each_other_are_refused(tmp_path: Path) -> None:
+    """IFD 1 inside IFD 0 (no loop): a chain of such IFDs, each a few bytes on, would make the
+    parser read the same bytes thousands of times."""
+    path = tmp_path / "overlaid.tif"
+    data = bytearray(b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 3))
+    # IFD 0 at 8: entries at 10, 22, 34, next pointer at 46 -> 20. IFD 1 at 20 reads its count
+    # from the top of entry 0's value (1), its entry is IFD 0's entry 1, and its next pointer
+    # is entry 2's tag and type (0).
+    data += struct.pack("<HHII", 40000, 99, 1, 0x00010000)
+    data += struct.pack("<HHII", 40001, 99, 1, 0)
+    data += struct.pack("<HHII", 0, 0, 1, 0)
+    data += struct.pack("<I", 20)
+    path.write_bytes(bytes(data))
+    with pytest.raises(TiffFormatError, match="IFD 1 at offset 20 overlaps IFD 0"):
+        tiff.TiffReader(path)
+
+
+def test_too_many_entries_in_all_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "many.tif"
+    crafted_chain(path, n_ifds=30, entries=4096, step=2 + 12 * 4096 + 4)
+    started = time.monotonic()
+    with pytest.raises(TiffFormatError, match="more than 100000 IFD entries in all"):
+        tiff.TiffReader(path)
+    assert time.monotonic() - started < 5
+
+
 @pytest.mark.parametrize("keep", [0.1, 0.5, 0.97])
 def test_truncated_file_is_refused(
     broken: Path, capsys: pytest.CaptureFixture[str], keep: float
