@@ -1,0 +1,655 @@
+#!/usr/bin/env python3
+"""How fast svsicc applies a profile, against the codec floor, Pillow per tile and libvips.
+
+Builds large realistic slides with :mod:`svsicc.synthetic` (AT2-style RGB-colourspace JPEG and
+GT450-style YCbCr JPEG, level 0 of ``--size`` pixels square plus two reduced levels, thumbnail,
+label and macro; tiles cut from the real CMU-1 pixels, no two level-0 tiles alike; the real
+ScanScope v1 profile embedded) and times, alternating the variants within each repetition:
+
+  floor     read -> decode -> re-encode -> write through apply's own writer, no colour work
+  svsicc-1  svsicc.apply(workers=1)
+  svsicc-2  svsicc.apply(workers=2)
+  naive     as floor, plus Pillow ImageCms.applyTransform per tile (transform built once)
+  libvips   pyvips: tiffload level 0, icc_transform to sRGB (perceptual), tiffsave tiled pyramid
+            JPEG at the slide's quality (RGB JPEG for AT2, YCbCr 4:2:0 for GT450), 2 threads
+
+Each run is a fresh subprocess, so its peak RSS is its own; medians over the repetitions are
+reported. ``--memory`` also compares apply's peak RSS on a 2x larger slide (4x the pixels).
+
+Run: /work/venv/bin/python benchmarks/bench_apply.py [--size 12000] [--reps 3] [--memory]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+PROFILE_FILE = REPO / "tests" / "data" / "ScanScope_v1_from_CMU-Embed.icc"
+VARIANTS = ("floor", "svsicc-1", "svsicc-2", "naive", "libvips")
+STYLES = ("at2", "gt450")
+# Bump when the slides this script builds change, so cached ones are rebuilt.
+BUILD_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Target:
+    """A time ratio ``numerator / denominator`` (seconds over seconds) and its floor or ceiling."""
+
+    numerator: str
+    denominator: str
+    minimum: float
+    meaning: str
+
+
+TARGETS = (
+    Target("floor", "svsicc-1", 0.8, "svsicc(1) costs at most 1/0.8 = 1.25x the codec floor"),
+    Target("svsicc-1", "svsicc-2", 1.7, "2 workers are at least 1.7x faster than 1"),
+    Target("naive", "svsicc-1", 1.6, "Pillow ImageCms per tile takes at least 1.6x svsicc(1)"),
+    Target("libvips", "svsicc-2", 2.0, "libvips takes at least 2x svsicc(2) (both on 2 cores)"),
+)
+
+
+# ------------------------------------------------------------------------------- building
+
+
+@dataclass(frozen=True)
+class BuiltSlide:
+    style: str
+    size: int
+    path: Path
+    tile: int
+    quality: int
+    bigtiff: bool
+    level0_tiles: int
+    segments: int  # what apply rewrites: every tile of every level plus the thumbnail strips
+    megapixels: float  # level 0
+
+    def to_dict(self) -> dict[str, object]:
+        return {**self.__dict__, "path": str(self.path)}
+
+
+def slide_spec(style: str, size: int) -> Any:
+    from svsicc.synthetic import preset
+
+    # Past ~4 GB a classic TIFF cannot hold the file; AT2 Q70 stays far below at 24000.
+    return preset(style, profile=PROFILE_FILE.read_bytes(), bigtiff=size > 40000)
+
+
+def build_slide(work: Path, style: str, size: int) -> BuiltSlide:
+    """Build (or reuse) ``work/<style>-<size>.svs``; the stamp file records what was built."""
+    from svsicc.synthetic import load_real_pixels, mosaic, write_slide
+
+    spec = slide_spec(style, size)
+    path = work / f"{style}-{size}.svs"
+    stamp = path.with_suffix(".stamp")
+    wanted = f"{BUILD_VERSION} {spec!r} seed={size}"
+    wanted = hashlib.sha256(wanted.encode()).hexdigest()
+    if not (path.is_file() and stamp.is_file() and stamp.read_text() == wanted):
+        started = time.perf_counter()
+        pixels_file = work / f".{style}-{size}.pixels"
+        # A memmap keeps the builder's memory flat for the 24000 px slides of --memory.
+        rgb = np.lib.format.open_memmap(pixels_file, "w+", np.uint8, (size, size, 3))
+        mosaic(load_real_pixels(), size, size, seed=size, out=rgb)
+        tmp = path.with_suffix(".building")
+        write_slide(tmp, rgb, spec)
+        del rgb
+        pixels_file.unlink()
+        tmp.replace(path)
+        stamp.write_text(wanted)
+        print(
+            f"built {path} ({path.stat().st_size / 1e6:,.0f} MB) in "
+            f"{time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
+    return describe_slide(path, style, size, spec.tile_size, spec.quality, spec.bigtiff)
+
+
+def describe_slide(
+    path: Path, style: str, size: int, tile: int, quality: int, bigtiff: bool
+) -> BuiltSlide:
+    from svsicc import tiff
+    from svsicc.slide import Role, read_slide
+
+    with tiff.TiffReader(path) as reader:
+        slide = read_slide(reader)
+        rewritten = [p for p in slide.pages if p.role in (Role.LEVEL, Role.THUMBNAIL)]
+        extents = {
+            (o, c) for p in rewritten for o, c in zip(p.offsets, p.byte_counts, strict=True) if c
+        }
+        level0 = slide.pages[0]
+        digests = {
+            hashlib.blake2b(reader.read(o, c), digest_size=16).digest()
+            for o, c in zip(level0.offsets, level0.byte_counts, strict=True)
+        }
+    if len(digests) != len(level0.offsets):
+        raise SystemExit(f"{path}: {len(level0.offsets) - len(digests)} level-0 tiles repeat")
+    return BuiltSlide(
+        style=style,
+        size=size,
+        path=path,
+        tile=tile,
+        quality=quality,
+        bigtiff=bigtiff,
+        level0_tiles=len(level0.offsets),
+        segments=len(extents),
+        megapixels=level0.width * level0.height / 1e6,
+    )
+
+
+# ------------------------------------------------------------------------------- variants
+# Each runs in a child process (``--child``) and prints one JSON line.
+
+
+class NaiveTransform:
+    """The colour stage of the literature's recipe: LittleCMS through Pillow on every tile.
+
+    Duck-types :class:`svsicc.colour.ColourTable` so the rest of the pipeline (decode, encode,
+    writer) is exactly apply's.
+    """
+
+    def __init__(self, profile: bytes) -> None:
+        import io
+
+        from PIL import ImageCms
+
+        from svsicc.colour import default_target
+
+        # The same target as svsicc's, so only the way the colour stage is computed differs.
+        self.transform = ImageCms.buildTransform(
+            ImageCms.ImageCmsProfile(io.BytesIO(profile)),
+            ImageCms.ImageCmsProfile(io.BytesIO(default_target().data)),
+            "RGB",
+            "RGB",
+            renderingIntent=ImageCms.Intent.PERCEPTUAL,
+        )
+
+    def apply_bgrx(self, bgrx: np.ndarray) -> np.ndarray:
+        from PIL import Image, ImageCms
+
+        rows, cols = bgrx.shape[:2]
+        image = Image.frombuffer("RGB", (cols, rows), bgrx, "raw", "BGRX", 0, 1)
+        converted = ImageCms.applyTransform(image, self.transform)
+        assert converted is not None
+        return np.frombuffer(converted.tobytes("raw", "RGBX"), np.uint8).reshape(rows, cols, 4)
+
+
+def copy_without_table(src: Path, dst: Path, table: Any) -> dict[str, float]:
+    """apply's writer (svsicc.apply._write_copy) with ``table`` as the colour stage, one core.
+
+    ``table=None`` is the engine's no-colour path: decode and re-encode only.
+    """
+    import importlib
+
+    from svsicc import tiff
+    from svsicc.colour import IccProfile, Intent, default_target
+    from svsicc.output import TempOutput
+    from svsicc.slide import read_slide
+
+    # ``svsicc.apply`` the attribute is the function; the module is needed here.
+    apply_module = importlib.import_module("svsicc.apply")
+    profile = IccProfile.from_file(PROFILE_FILE)
+    with tiff.TiffReader(src) as reader:
+        slide = read_slide(reader)
+        rewrite = apply_module._pages_to_rewrite(slide, False)
+        marks = apply_module._Marks(profile, default_target(), Intent.PERCEPTUAL, False)
+        with TempOutput(dst) as out:
+            apply_module._write_copy(reader, slide, rewrite, table, marks, out, None, False, None)
+            committing = time.perf_counter()
+            out.commit()
+            return {"commit_seconds": time.perf_counter() - committing}
+
+
+def run_libvips(src: Path, dst: Path, tile: int, quality: int, bigtiff: bool) -> None:
+    import pyvips
+
+    image = pyvips.Image.tiffload(str(src), page=0)
+    converted = image.icc_transform(
+        "srgb", input_profile=str(PROFILE_FILE), embedded=False, intent="perceptual"
+    )
+    converted.tiffsave(
+        str(dst),
+        tile=True,
+        tile_width=tile,
+        tile_height=tile,
+        pyramid=True,
+        compression="jpeg",
+        Q=quality,
+        # YCbCr 4:2:0 for both: libvips 8.18's rgbjpeg=True writes RGB-tagged tiles with a
+        # subsampled first component that libvips, libtiff and OpenSlide all decode ~60/255 off.
+        bigtiff=bigtiff,
+    )
+
+
+def _cpu_seconds() -> float:
+    """User + system time of this process and of its waited-for children (pool workers)."""
+    return sum(
+        getattr(resource.getrusage(who), field)
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+        for field in ("ru_utime", "ru_stime")
+    )
+
+
+def child_main(args: argparse.Namespace) -> None:
+    src, dst = Path(args.slide), Path(args.output)
+    extra: dict[str, float] = {}
+    cpu_before = _cpu_seconds()
+    started = time.perf_counter()
+    if args.child == "floor":
+        extra = copy_without_table(src, dst, None)
+    elif args.child == "naive":
+        extra = copy_without_table(src, dst, NaiveTransform(PROFILE_FILE.read_bytes()))
+    elif args.child in ("svsicc-1", "svsicc-2"):
+        import svsicc
+
+        result = svsicc.apply(src, dst, workers=int(args.child[-1]))
+        extra = {"segments": float(result.segments_rewritten)}
+    elif args.child == "libvips":
+        run_libvips(src, dst, args.tile, args.quality, args.bigtiff)
+    else:
+        raise SystemExit(f"unknown variant {args.child}")
+    seconds = time.perf_counter() - started
+    cpu = _cpu_seconds() - cpu_before
+    # VmHWM, not RUSAGE_SELF: Linux carries ru_maxrss over exec(), so a child's would include
+    # the benchmark driver's memory at fork time.
+    status = Path("/proc/self/status").read_text()
+    own = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+    # Pool workers are forked from this process and waited for at shutdown; their peak RSS counts
+    # the pages they share with it (the colour table loaded before the fork, for instance).
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    print(
+        json.dumps(
+            {"seconds": seconds, "cpu_seconds": cpu, "rss_kb": own, "worker_rss_kb": workers}
+            | extra
+        )
+    )
+
+
+@dataclass(frozen=True)
+class Run:
+    variant: str
+    style: str
+    size: int
+    seconds: float
+    cpu_seconds: float  # user + system of the process and its pool workers, imports excluded
+    rss_mb: float
+    worker_rss_mb: float
+    extra: dict[str, float]
+
+
+def run_child(variant: str, slide: BuiltSlide, work: Path, env: dict[str, str]) -> Run:
+    output = work / f"out-{variant}-{slide.style}-{slide.size}.tif"
+    output.unlink(missing_ok=True)
+    command = [
+        sys.executable, __file__, "--child", variant, "--slide", str(slide.path),
+        "--output", str(output), "--tile", str(slide.tile), "--quality", str(slide.quality),
+        "--style", slide.style,
+    ] + (["--bigtiff"] if slide.bigtiff else [])  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    output.unlink(missing_ok=True)
+    # Flush what the run left dirty so it does not slow the next one.
+    os.sync()
+    if done.returncode != 0:
+        raise SystemExit(f"{variant} on {slide.path} failed:\n{done.stderr[-3000:]}")
+    data = json.loads(done.stdout.strip().splitlines()[-1])
+    return Run(
+        variant=variant,
+        style=slide.style,
+        size=slide.size,
+        seconds=data.pop("seconds"),
+        cpu_seconds=data.pop("cpu_seconds"),
+        rss_mb=data.pop("rss_kb") / 1024,
+        worker_rss_mb=data.pop("worker_rss_kb") / 1024,
+        extra=data,
+    )
+
+
+# ------------------------------------------------------------------------------- report
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def runs_of(runs: Sequence[Run], slide: BuiltSlide, variant: str) -> list[Run]:
+    return [
+        r for r in runs if r.style == slide.style and r.size == slide.size and r.variant == variant
+    ]
+
+
+def speed_table(slides: Sequence[BuiltSlide], runs: Sequence[Run], variants: Sequence[str]) -> str:
+    lines = [
+        f"{'slide':<12}{'variant':<10}{'median s':>9}{'min s':>7}{'max s':>7}{'cpu s':>7}"
+        f"{'ms/tile':>9}{'MP/s':>7}{'RSS MB':>8}{'worker MB':>10}"
+    ]
+    for slide in slides:
+        for variant in variants:
+            mine = runs_of(runs, slide, variant)
+            if not mine:
+                continue
+            seconds = [r.seconds for r in mine]
+            mid = median(seconds)
+            workers = max(r.worker_rss_mb for r in mine)
+            lines.append(
+                f"{slide.style + '-' + str(slide.size):<12}{variant:<10}{mid:>9.2f}"
+                f"{min(seconds):>7.2f}{max(seconds):>7.2f}"
+                f"{median([r.cpu_seconds for r in mine]):>7.2f}"
+                f"{1000 * mid / slide.segments:>9.3f}{slide.megapixels / mid:>7.1f}"
+                f"{max(r.rss_mb for r in mine):>8.0f}"
+                + (f"{workers:>10.0f}" if workers > 0 else f"{'-':>10}")
+            )
+    return "\n".join(lines)
+
+
+def ratio_lines(slides: Sequence[BuiltSlide], runs: Sequence[Run]) -> tuple[list[str], bool]:
+    lines, all_pass = [], True
+    for slide in slides:
+        for target in TARGETS:
+            top = [r.seconds for r in runs_of(runs, slide, target.numerator)]
+            bottom = [r.seconds for r in runs_of(runs, slide, target.denominator)]
+            if not top or not bottom:
+                continue
+            value = median(top) / median(bottom)
+            # The same ratio within each repetition (runs close in time), to show the noise.
+            paired = [a / b for a, b in zip(top, bottom, strict=True)]
+            verdict = "PASS" if value >= target.minimum else "FAIL"
+            all_pass &= verdict == "PASS"
+            text = (
+                f"{slide.style:<6} t({target.numerator})/t({target.denominator}) = {value:5.2f}"
+                f"  target >= {target.minimum:<4} {verdict}  per rep {min(paired):.2f}..."
+                f"{max(paired):.2f}"
+            )
+            if "svsicc-2" not in (target.numerator, target.denominator):
+                # Both sides on one core: CPU time is what a quiet machine's wall time would be.
+                cpu_top = median([r.cpu_seconds for r in runs_of(runs, slide, target.numerator)])
+                cpu_bottom = median(
+                    [r.cpu_seconds for r in runs_of(runs, slide, target.denominator)]
+                )
+                if target.numerator == "libvips":
+                    cpu_top = float("nan")
+                text += f"  (CPU-time ratio {cpu_top / cpu_bottom:.2f})"
+            lines.append(text)
+    for target in TARGETS:
+        lines.append(f"  t({target.numerator})/t({target.denominator}): {target.meaning}")
+    return lines, all_pass
+
+
+def stage_breakdown(slide: BuiltSlide, tiles: int) -> tuple[str, Any]:
+    """svsicc bench on the slide: where a tile's time goes, one core, nothing written."""
+    from svsicc.bench import bench_slide, format_bench
+
+    result = bench_slide(slide.path, tiles=tiles)
+    return format_bench(result), result
+
+
+def overhead_lines(
+    slides: Sequence[BuiltSlide], runs: Sequence[Run], benches: dict[str, Any]
+) -> list[str]:
+    """svsicc(1) minus the floor, against what the stage costs predict."""
+    from svsicc.colour import ColourTable, IccProfile, Intent, default_target
+
+    table = ColourTable.load_or_build(
+        IccProfile.from_file(PROFILE_FILE), default_target(), Intent.PERCEPTUAL
+    )
+    started = time.perf_counter()
+    table.is_identity(1)  # what apply runs once per slide
+    identity_check = time.perf_counter() - started
+    lines = []
+    for slide in slides:
+        floor = [r.seconds for r in runs_of(runs, slide, "floor")]
+        one = [r.seconds for r in runs_of(runs, slide, "svsicc-1")]
+        bench = benches.get(slide.style)
+        if not floor or not one or bench is None:
+            continue
+        colour_ms = next(s.mean_ms for s in bench.stages if s.name == "colour")
+        colour = colour_ms * slide.segments / 1000
+        lines.append(
+            f"{slide.style}: t(svsicc-1) - t(floor) = {median(one) - median(floor):.2f} s; "
+            f"colour stage {colour_ms:.3f} ms x {slide.segments} segments = {colour:.2f} s; "
+            f"per-slide identity check (table.is_identity) {identity_check:.3f} s"
+        )
+    return lines
+
+
+def jpeg_layout(tile: bytes, photometric: int) -> str:
+    """What a JPEG tile in a TIFF holds, e.g. "YCbCr 4:2:0": Photometric decides the colourspace
+    (as libtiff and OpenSlide decide), the frame header the sampling."""
+    at = tile.find(b"\xff\xc0")
+    if at < 0:
+        return "not baseline JPEG"
+    sampling = {0x11: "4:4:4", 0x21: "4:2:2", 0x22: "4:2:0"}.get(tile[at + 11], hex(tile[at + 11]))
+    return f"{'YCbCr' if photometric == 6 else 'RGB'} {sampling}"
+
+
+def colour_check(slide: BuiltSlide, work: Path, env: dict[str, str]) -> str:
+    """How far each output's level 0 is from LittleCMS applied to the decoded original."""
+    import tifffile
+
+    from svsicc.colour import IccProfile, Intent, default_target, reference_transform
+
+    size = min(2048, slide.size)
+    with tifffile.TiffFile(slide.path) as tif:
+        original = np.ascontiguousarray(tif.pages[0].asarray()[:size, :size, :3])
+    ideal = reference_transform(
+        original, IccProfile.from_file(PROFILE_FILE), default_target(), Intent.PERCEPTUAL
+    ).astype(np.int16)
+    parts = []
+    for variant in ("svsicc-1", "naive", "libvips"):
+        out = work / f"check-{variant}-{slide.style}.tif"
+        out.unlink(missing_ok=True)
+        command = [sys.executable, __file__, "--child", variant, "--slide", str(slide.path),
+                   "--output", str(out), "--tile", str(slide.tile),
+                   "--quality", str(slide.quality), "--style", slide.style]  # fmt: skip
+        subprocess.run(command, env=env, capture_output=True, check=True)
+        with tifffile.TiffFile(out) as tif:
+            level0 = np.asarray(tif.pages[0].asarray()[:size, :size, :3], np.int16)
+            stream = tif.filehandle
+            stream.seek(tif.pages[0].dataoffsets[0])
+            tile = stream.read(tif.pages[0].databytecounts[0])
+            layout = jpeg_layout(tile, int(tif.pages[0].photometric))
+        out.unlink()
+        parts.append(f"{variant} {float(np.abs(level0 - ideal).mean()):.2f} ({layout})")
+    moved = float(np.abs(ideal - original.astype(np.int16)).mean())
+    return (
+        f"{slide.style}: level 0 ({size}x{size}) mean |output - LittleCMS(original)| /255: "
+        + ", ".join(parts)
+        + f" (the conversion itself moves pixels by {moved:.2f})"
+    )
+
+
+def memory_check(work: Path, env: dict[str, str], style: str, small: int, reps: int) -> list[str]:
+    large = 2 * small
+    slides = [build_slide(work, style, size) for size in (small, large)]
+    lines = []
+    all_runs: list[Run] = []
+    for _ in range(reps):
+        for slide in slides:
+            for variant in ("svsicc-1", "svsicc-2"):
+                all_runs.append(run_child(variant, slide, work, env))
+    for variant in ("svsicc-1", "svsicc-2"):
+        peaks = {}
+        for slide in slides:
+            mine = [r for r in all_runs if r.size == slide.size and r.variant == variant]
+            peaks[slide.size] = (
+                median([r.rss_mb for r in mine]),
+                median([r.worker_rss_mb for r in mine]),
+            )
+        (main_s, worker_s), (main_l, worker_l) = peaks[small], peaks[large]
+        growth = main_l - main_s
+        worker_growth = worker_l - worker_s if variant == "svsicc-2" else 0.0
+        worst = max(growth, worker_growth)
+        verdict = "PASS" if worst <= 50 else "FAIL"
+        lines.append(
+            f"{style} {variant}: peak RSS {small}px {main_s:.0f} MB -> {large}px {main_l:.0f} MB "
+            f"(+{growth:.0f} MB)"
+            + (
+                f"; largest worker {worker_s:.0f} -> {worker_l:.0f} MB (+{worker_growth:.0f} MB)"
+                if variant == "svsicc-2"
+                else ""
+            )
+            + f"   target growth <= 50 MB {verdict}"
+        )
+    return lines
+
+
+# ------------------------------------------------------------------------------- main
+
+
+def machine_line() -> str:
+    import imagecodecs
+    import PIL
+    import pyvips
+    from PIL import ImageCms
+
+    import svsicc
+
+    load = os.getloadavg()
+    return (
+        f"machine: {os.cpu_count()} cores, load {load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}; "
+        f"python {sys.version.split()[0]}, numpy {np.__version__}, svsicc {svsicc.__version__}, "
+        f"imagecodecs {imagecodecs.__version__} ({imagecodecs.jpeg8_version()}), "
+        f"Pillow {PIL.__version__} (LittleCMS {ImageCms.core.littlecms_version}), "
+        f"libvips {pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}"
+    )
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument(
+        "--work",
+        type=Path,
+        default=Path("/tmp/svsicc-bench"),
+        help="folder for the slides, outputs and colour-table cache",
+    )
+    p.add_argument("--size", type=int, default=12000, help="level-0 width = height (pixels)")
+    p.add_argument("--reps", type=int, default=3, help="repetitions (medians are reported)")
+    p.add_argument("--styles", default=",".join(STYLES), help="comma list of at2, gt450")
+    p.add_argument("--variants", default=",".join(VARIANTS), help="comma list of variants")
+    p.add_argument(
+        "--memory",
+        action="store_true",
+        help="also compare apply's peak RSS at 2x --size (builds larger slides)",
+    )
+    p.add_argument("--json", type=Path, help="also write every run to this JSON file")
+    p.add_argument(
+        "--no-check",
+        dest="check",
+        action="store_false",
+        help="skip comparing each variant's level 0 with LittleCMS on the original",
+    )
+    p.add_argument(
+        "--bench-tiles", type=int, default=400, help="tiles svsicc bench samples per slide"
+    )
+    # Internal: one timed variant in a fresh process.
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--slide", help=argparse.SUPPRESS)
+    p.add_argument("--output", help=argparse.SUPPRESS)
+    p.add_argument("--tile", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--quality", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--style", help=argparse.SUPPRESS)
+    p.add_argument("--bigtiff", action="store_true", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        child_main(args)
+        return 0
+    styles = [s for s in args.styles.split(",") if s]
+    variants = [v for v in args.variants.split(",") if v]
+    for name in [*styles, *variants]:
+        if name not in STYLES + VARIANTS:
+            raise SystemExit(f"unknown style or variant {name!r}")
+    work: Path = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, SVSICC_CACHE_DIR=str(work / "cache"))
+    os.environ["SVSICC_CACHE_DIR"] = env["SVSICC_CACHE_DIR"]
+    print(machine_line(), flush=True)
+
+    from svsicc.colour import ColourTable, IccProfile, Intent, default_target
+
+    # Every svsicc run then loads the table from the cache, as on any run after the first.
+    ColourTable.load_or_build(
+        IccProfile.from_file(PROFILE_FILE), default_target(), Intent.PERCEPTUAL
+    )
+    slides = [build_slide(work, style, args.size) for style in styles]
+    for s in slides:
+        print(
+            f"{s.path.name}: {s.size}x{s.size}, {s.tile}px tiles, Q={s.quality}, "
+            f"{s.level0_tiles} level-0 tiles (all distinct), {s.segments} segments rewritten, "
+            f"{s.path.stat().st_size / 1e6:,.0f} MB",
+            flush=True,
+        )
+    benches: dict[str, Any] = {}
+    for slide in slides:
+        text, benches[slide.style] = stage_breakdown(slide, args.bench_tiles)
+        print(text, flush=True)
+    runs: list[Run] = []
+    for rep in range(args.reps):
+        # Rotate the order so that no variant always runs first or last.
+        order = variants[rep % len(variants) :] + variants[: rep % len(variants)]
+        for slide in slides:
+            for variant in order:
+                run = run_child(variant, slide, work, env)
+                runs.append(run)
+                print(
+                    f"  rep {rep + 1} {slide.style:<6}{variant:<9}{run.seconds:7.2f} s "
+                    f"RSS {run.rss_mb:5.0f} MB",
+                    flush=True,
+                )
+    print()
+    print("ms/tile = wall seconds / segments apply rewrites (all levels + thumbnail strips);")
+    print("MP/s = level-0 megapixels / wall seconds; RSS = peak of the main process; worker MB =")
+    print("largest pool worker. Times exclude interpreter start-up and imports.")
+    print(speed_table(slides, runs, variants))
+    print()
+    lines, all_pass = ratio_lines(slides, runs)
+    print("ratios of median wall times (higher is better for svsicc):")
+    print("\n".join(lines))
+    print()
+    print("\n".join(overhead_lines(slides, runs, benches)))
+    floors = [r for r in runs if r.variant == "floor" and "commit_seconds" in r.extra]
+    if floors:
+        commit = median([r.extra["commit_seconds"] for r in floors])
+        print(
+            f"(fsync + rename at commit, inside floor and svsicc, not libvips: median "
+            f"{commit:.2f} s)"
+        )
+    if args.check:
+        print()
+        for slide in slides:
+            print(colour_check(slide, work, env), flush=True)
+    if args.memory:
+        print()
+        print(f"memory: apply on {args.size}px vs {2 * args.size}px level 0")
+        for style in styles:
+            for line in memory_check(work, env, style, args.size, max(1, min(args.reps, 2))):
+                print(line)
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {"slides": [s.to_dict() for s in slides], "runs": [r.__dict__ for r in runs]},
+                indent=2,
+            )
+        )
+    print()
+    print("all ratio targets met" if all_pass else "some ratio targets missed")
+    return 0 if all_pass else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
