@@ -125,6 +125,9 @@ def atheris_run(seeds: list[Seed], judge: Judge, libfuzzer_args: list[str]) -> N
         ):
             raise RuntimeError("svsicc misbehaved; the input is saved")
 
+    # Coverage feedback from the Python code loaded so far (svsicc, tifffile); the codecs are
+    # C libraries and stay uninstrumented.
+    atheris.instrument_all()
     atheris.Setup([sys.argv[0], *libfuzzer_args], one_input)
     atheris.Fuzz()
 
