@@ -161,11 +161,24 @@ def run_batch(task: BatchTask) -> list[bytes | BadSegment]:
     return [processor.process(seg, read_segment(fh, seg)) for seg in task.segments]
 
 
-def _ignore_sigint() -> None:
+def _init_worker(parent: int) -> None:
     import signal
+    import threading
+    import time
 
     # The parent handles Ctrl-C and shuts the pool down; workers must not die mid-batch first.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A forked worker inherits the CLI's SIGTERM handler; the pool needs SIGTERM to kill it.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    def exit_with_parent() -> None:
+        # After a kill -9 of the parent nobody shuts the pool down: do not linger holding the
+        # input and a 64 MB table.
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=exit_with_parent, daemon=True, name="svsicc-orphan-watch").start()
 
 
 class WorkerPool:
@@ -184,7 +197,8 @@ class WorkerPool:
             self._executor = ProcessPoolExecutor(
                 self.workers,
                 mp_context=multiprocessing.get_context(method),
-                initializer=_ignore_sigint,
+                initializer=_init_worker,
+                initargs=(os.getpid(),),
             )
         return self._executor
 
