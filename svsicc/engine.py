@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 from .codecs import SegmentCodec
 from .codecs.jpeg import JpegCodec, JpegFormatError
@@ -91,7 +91,12 @@ class SegmentProcessor:
         keep_bad: bool = False,
     ) -> None:
         self.path = Path(path)
-        self._codecs = {job.index: make_codec(job) for job in pages}
+        self._codecs: dict[int, SegmentCodec] = {}
+        for job in pages:
+            try:
+                self._codecs[job.index] = make_codec(job)
+            except CODEC_ERRORS as exc:
+                raise UnsupportedLayoutError(self.path, str(exc), ifd=job.index) from None
         self._table = table
         self._keep_bad = keep_bad
 
@@ -129,12 +134,11 @@ def read_segment(fh: SeekableReader, task: SegmentTask) -> bytes:
 _worker_state: dict[str, object] = {}
 
 
-def _worker_processor(task: BatchTask) -> tuple[SegmentProcessor, BinaryIO]:
+def _worker_processor(task: BatchTask) -> SegmentProcessor:
+    """The processor for this task's slide, kept for the slide's next batch."""
     key = (task.slide, task.table_file, task.pages, task.keep_bad)
-    if _worker_state.get("key") != key:
-        old = _worker_state.get("file")
-        if old is not None:
-            old.close()  # type: ignore[attr-defined]
+    processor = _worker_state.get("processor")
+    if _worker_state.get("key") != key or not isinstance(processor, SegmentProcessor):
         table = None
         if task.table_file is not None:
             cached = _worker_state.get("table")
@@ -147,18 +151,18 @@ def _worker_processor(task: BatchTask) -> tuple[SegmentProcessor, BinaryIO]:
                 table = ColourTable.from_file(Path(task.table_file))
             _worker_state["table"] = table
             _worker_state["table_file"] = task.table_file
-        _worker_state["processor"] = SegmentProcessor(task.slide, task.pages, table, task.keep_bad)
-        _worker_state["file"] = open(task.slide, "rb")  # noqa: SIM115 - kept for the next batch
+        processor = SegmentProcessor(task.slide, task.pages, table, task.keep_bad)
+        _worker_state["processor"] = processor
         _worker_state["key"] = key
-    processor = _worker_state["processor"]
-    fh = _worker_state["file"]
-    assert isinstance(processor, SegmentProcessor)
-    return processor, fh  # type: ignore[return-value]
+    return processor
 
 
 def run_batch(task: BatchTask) -> list[bytes | BadSegment]:
-    processor, fh = _worker_processor(task)
-    return [processor.process(seg, read_segment(fh, seg)) for seg in task.segments]
+    processor = _worker_processor(task)
+    # Opened per batch, not kept: a worker must not hold a slide (or a deleted temporary copy
+    # of one) open after its last batch.
+    with open(task.slide, "rb") as fh:
+        return [processor.process(seg, read_segment(fh, seg)) for seg in task.segments]
 
 
 def _init_worker(parent: int) -> None:

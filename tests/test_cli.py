@@ -253,3 +253,18 @@ def test_apply_verify_checks_before_commit(
     assert code == 0, err
     assert json.loads(stdout)["segments_rewritten"] == 178
     assert sorted(p.name for p in tmp_path.iterdir()) == ["verified.svs"]
+
+
+def test_frame_header_claiming_a_huge_tile_fails_fast(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = tmp_path / "huge_sof.svs"
+    data = bytearray(CMU_SMALL.read_bytes())
+    with tifffile.TiffFile(CMU_SMALL) as tif:
+        offset = tif.pages[0].dataoffsets[11]
+    data[offset + 7 : offset + 11] = b"\xff\xf0\xff\xf0"  # SOF0 height and width: 65520x65520
+    broken.write_bytes(bytes(data))
+    code, _, err = run(capsys, "apply", broken, tmp_path / "o.svs", "--profile", SCANSCOPE)
+    assert code == 2
+    assert_one_line_error(err, "IFD 0", "tile 11", "65520x65520, expected 240x240")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["huge_sof.svs"]

@@ -283,6 +283,11 @@ class JpegCodec:
 
     def decode(self, tile: bytes, rows: int, cols: int) -> np.ndarray:
         settings = self.settings_for(tile)
+        # Checked before decoding: a corrupt frame header can claim 65520x65520 pixels.
+        if settings.width != cols or not rows <= settings.height <= 2 * rows + 16:
+            raise JpegFormatError(
+                f"frame header says {settings.width}x{settings.height}, expected {cols}x{rows}"
+            )
         colorspace = (
             imagecodecs.JPEG8.CS.RGB if settings.colorspace == "RGB" else imagecodecs.JPEG8.CS.YCbCr
         )
