@@ -36,7 +36,7 @@ from .exceptions import (
     UnsupportedLayoutError,
 )
 from .marking import applied_record, mark_applied, rename_profile
-from .output import TempOutput, bigtiff_twin, copy_ranges, gaps, output_error
+from .output import INTERRUPTED, TempOutput, bigtiff_twin, copy_ranges, gaps, output_error
 from .slide import Page, Role, Slide, read_slide
 
 # LittleCMS maps Aperio's HP sRGB profile to the compact sRGB with at most one level of rounding
@@ -437,6 +437,8 @@ def _write_copy(
                 new_offsets[page_index][segment] = offset
                 new_counts[page_index][segment] = len(data)
                 rewritten[page_index] += 1
+            if INTERRUPTED.is_set():
+                raise KeyboardInterrupt
             if progress is not None:
                 progress(done, len(tasks))
     finally:

@@ -16,6 +16,7 @@ from types import FrameType
 
 from . import __version__
 from .exceptions import AlreadyAppliedError, SvsiccError, VerificationError
+from .output import INTERRUPTED
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -164,15 +165,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    # Unwind like Ctrl-C so every temporary file is removed on the way out.
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    # Unwind like Ctrl-C so every temporary file is removed on the way out; the flag makes sure
+    # nothing is renamed into place even if a library swallows the KeyboardInterrupt.
+    INTERRUPTED.set()
     raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, _interrupt)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _interrupt)  # an inherited SIG_IGN is respected
     handler: Handler = args.handler
     try:
         return handler(args)

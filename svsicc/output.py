@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 import re
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -20,6 +21,9 @@ from . import tiff
 from .exceptions import OutputError
 
 TEMP_SUFFIX = ".svsicc-tmp"
+# Set by the command line's SIGINT/SIGTERM handler. Checked before every rename, so an interrupt
+# whose KeyboardInterrupt was swallowed by library code still leaves no output behind.
+INTERRUPTED = threading.Event()
 _COPY_CHUNK = 16 * 1024 * 1024
 
 
@@ -88,6 +92,8 @@ class TempOutput:
 
     def commit(self) -> None:
         assert self.file is not None
+        if INTERRUPTED.is_set():
+            raise KeyboardInterrupt
         try:
             self.file.flush()
             os.fsync(self.file.fileno())
