@@ -19,7 +19,7 @@ from .codecs import SegmentCodec
 from .codecs.jpeg import JpegCodec, JpegFormatError
 from .codecs.lossless import LosslessCodec, LosslessFormatError
 from .colour import ColourTable
-from .exceptions import TileDecodeError, UnsupportedLayoutError
+from .exceptions import SvsiccError, TileDecodeError, UnsupportedLayoutError
 
 COMPRESSION_JPEG = 7
 COMPRESSION_JP2K_YCBCR = 33003
@@ -107,15 +107,30 @@ class SegmentProcessor:
         codec = self._codecs[task.page]
         try:
             pixels = codec.decode(data, task.rows, task.cols)
+        except SvsiccError as exc:
+            raise self._located(exc, task) from None
         except CODEC_ERRORS as exc:
             if self._keep_bad:
                 return BadSegment(task.page, task.segment, str(exc))
             raise TileDecodeError(
                 self.path, f"cannot decode: {exc}", ifd=task.page, tile=task.segment
             ) from None
-        if self._table is None:
-            return codec.encode(pixels, "BGRX", data)
-        return codec.encode(self._table.apply_bgrx(pixels), "RGBX", data)
+        try:
+            if self._table is None:
+                return codec.encode(pixels, "BGRX", data)
+            return codec.encode(self._table.apply_bgrx(pixels), "RGBX", data)
+        except SvsiccError as exc:
+            raise self._located(exc, task) from None
+        except CODEC_ERRORS as exc:
+            raise UnsupportedLayoutError(
+                self.path, f"cannot re-encode: {exc}", ifd=task.page, tile=task.segment
+            ) from None
+
+    def _located(self, exc: SvsiccError, task: SegmentTask) -> SvsiccError:
+        """The same error, naming this slide, IFD and tile where the codec could not."""
+        if exc.path is not None:
+            return exc
+        return type(exc)(self.path, exc.problem, ifd=task.page, tile=task.segment, hint=exc.hint)
 
 
 class SeekableReader(Protocol):

@@ -304,8 +304,9 @@ def test_subsampled_ycbcr_is_refused_before_any_output(crop: np.ndarray, tmp_pat
             data[siz + 4 + 36 + 3 * component + 1] = 2
     original.write_bytes(bytes(data))
     output = tmp_path / "a.svs"
-    with pytest.raises(UnsupportedLayoutError, match="chroma subsampling"):
+    with pytest.raises(UnsupportedLayoutError, match="chroma subsampling") as raised:
         svsicc.apply(original, output, profile=SCANSCOPE, workers=1)
+    assert (raised.value.path, raised.value.ifd, raised.value.tile) == (original, 0, 0)
     assert not output.exists()
 
 
