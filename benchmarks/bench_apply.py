@@ -204,7 +204,7 @@ def copy_without_table(src: Path, dst: Path, table: Any) -> dict[str, float]:
     profile = IccProfile.from_file(PROFILE_FILE)
     with tiff.TiffReader(src) as reader:
         slide = read_slide(reader)
-        rewrite = apply_module._pages_to_rewrite(slide, False)
+        rewrite = apply_module.pages_to_rewrite(slide, False)
         marks = apply_module._Marks(profile, default_target(), Intent.PERCEPTUAL, False)
         with TempOutput(dst) as out:
             apply_module._write_copy(reader, slide, rewrite, table, marks, out, None, False, None)

@@ -185,7 +185,7 @@ def apply(
         identity = source_profile.sha256 == target_profile.sha256 or table.is_identity(
             IDENTITY_TOLERANCE
         )
-        rewrite = [] if identity else _pages_to_rewrite(slide, include_associated)
+        rewrite = [] if identity else pages_to_rewrite(slide, include_associated)
         marks = _Marks(source_profile, target_profile, chosen_intent, identity)
         n_workers = default_workers() if workers is None else max(1, workers)
         own_pool = pool is None and n_workers > 1 and bool(rewrite)
@@ -273,7 +273,7 @@ def _check_paths(src: Path, dst: Path, in_place: bool, overwrite: bool) -> None:
         raise OutputError(dst, "the output folder does not exist")
 
 
-def _pages_to_rewrite(slide: Slide, include_associated: bool) -> list[Page]:
+def pages_to_rewrite(slide: Slide, include_associated: bool) -> list[Page]:
     roles = {Role.LEVEL, Role.THUMBNAIL}
     if include_associated:
         roles |= {Role.LABEL, Role.MACRO}

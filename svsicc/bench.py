@@ -22,9 +22,9 @@ from . import tiff
 from .apply import (
     IDENTITY_TOLERANCE,
     ProfileSource,
-    _pages_to_rewrite,
     find_embedded_profile,
     load_profile,
+    pages_to_rewrite,
 )
 from .colour import ColourTable, IccProfile, Intent, default_target
 from .engine import CODEC_ERRORS, PageJob, default_workers, make_codec
@@ -159,7 +159,7 @@ def bench_slide(
         source_profile, origin = _source_profile(src, slide, override)
         chosen_intent = _parse_intent(intent, source_profile)
         # apply's own checks: the pages it would rewrite, refusing what it would refuse.
-        pages = _pages_to_rewrite(slide, include_associated=False)
+        pages = pages_to_rewrite(slide, include_associated=False)
         started = time.perf_counter()
         table = ColourTable.load_or_build(source_profile, target_profile, chosen_intent)
         table_seconds = time.perf_counter() - started

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+import numpy as np
 
 from .codecs import SegmentCodec
 from .codecs.jpeg import JpegCodec, JpegFormatError
@@ -25,6 +27,10 @@ COMPRESSION_JPEG = 7
 COMPRESSION_JP2K_YCBCR = 33003
 COMPRESSION_JP2K_RGB = 33005
 SUPPORTED_COMPRESSIONS = (1, 5, COMPRESSION_JPEG, COMPRESSION_JP2K_YCBCR, COMPRESSION_JP2K_RGB)
+# Segments decoded, coloured and encoded stage by stage (see SegmentProcessor.process_many);
+# each holds about 2 x 256 KiB of pixels at a time.
+IN_PROCESS_BATCH = 16
+MAX_POOL_BATCH = 32
 CODEC_ERRORS = (JpegFormatError, LosslessFormatError, ValueError, RuntimeError)
 
 
@@ -104,9 +110,30 @@ class SegmentProcessor:
         return self._codecs[page]
 
     def process(self, task: SegmentTask, data: bytes) -> bytes | BadSegment:
-        codec = self._codecs[task.page]
+        return self.process_many([task], [data])[0]
+
+    def process_many(
+        self, tasks: Sequence[SegmentTask], datas: Sequence[bytes]
+    ) -> list[bytes | BadSegment]:
+        """Decode all, colour all, encode all: stage by stage, not tile by tile.
+
+        The colour table is memory-bound; gathering for several tiles in a row keeps its hot
+        lines in cache, where decoding and encoding in between would evict them.
+        """
+        decoded = [self._decode(t, d) for t, d in zip(tasks, datas, strict=True)]
+        layout = "BGRX"
+        if self._table is not None:
+            table = self._table
+            decoded = [p if isinstance(p, BadSegment) else table.apply_bgrx(p) for p in decoded]
+            layout = "RGBX"
+        return [
+            p if isinstance(p, BadSegment) else self._encode(t, p, layout, d)
+            for t, p, d in zip(tasks, decoded, datas, strict=True)
+        ]
+
+    def _decode(self, task: SegmentTask, data: bytes) -> np.ndarray | BadSegment:
         try:
-            pixels = codec.decode(data, task.rows, task.cols)
+            return self._codecs[task.page].decode(data, task.rows, task.cols)
         except SvsiccError as exc:
             raise self._located(exc, task) from None
         except CODEC_ERRORS as exc:
@@ -115,10 +142,10 @@ class SegmentProcessor:
             raise TileDecodeError(
                 self.path, f"cannot decode: {exc}", ifd=task.page, tile=task.segment
             ) from None
+
+    def _encode(self, task: SegmentTask, pixels: np.ndarray, layout: str, source: bytes) -> bytes:
         try:
-            if self._table is None:
-                return codec.encode(pixels, "BGRX", data)
-            return codec.encode(self._table.apply_bgrx(pixels), "RGBX", data)
+            return self._codecs[task.page].encode(pixels, layout, source)
         except SvsiccError as exc:
             raise self._located(exc, task) from None
         except CODEC_ERRORS as exc:
@@ -177,7 +204,8 @@ def run_batch(task: BatchTask) -> list[bytes | BadSegment]:
     # Opened per batch, not kept: a worker must not hold a slide (or a deleted temporary copy
     # of one) open after its last batch.
     with open(task.slide, "rb") as fh:
-        return [processor.process(seg, read_segment(fh, seg)) for seg in task.segments]
+        datas = [read_segment(fh, seg) for seg in task.segments]
+    return processor.process_many(task.segments, datas)
 
 
 def _init_worker(parent: int) -> None:
@@ -255,16 +283,21 @@ def process_segments(
     """Yield (task, new bytes) in task order, computed in-process or on the pool."""
     if pool is None or pool.workers == 1:
         processor = SegmentProcessor(slide, pages, table, keep_bad)
-        for task in tasks:
-            yield task, processor.process(task, read_segment(fh, task))
+        for group in batched(tasks, IN_PROCESS_BATCH):
+            datas = [read_segment(fh, task) for task in group]
+            yield from zip(group, processor.process_many(group, datas), strict=True)
         return
+    table_path = None if table is None else str(table_file)
+    if table is not None:
+        # Workers forked from here share this copy instead of loading their own (64 MB each).
+        _worker_state["table"] = table
+        _worker_state["table_file"] = table_path
     executor = pool.executor()
-    batch_size = max(4, min(64, len(tasks) // (pool.workers * 8) or 4))
+    batch_size = max(4, min(MAX_POOL_BATCH, len(tasks) // (pool.workers * 8) or 4))
     window: deque[tuple[tuple[SegmentTask, ...], Future[list[bytes | BadSegment]]]] = deque()
     batches = batched(tasks, batch_size)
     # A bounded window keeps memory flat however large the slide is.
     limit = pool.workers * 4
-    table_path = None if table is None else str(table_file)
 
     def submit(batch: tuple[SegmentTask, ...]) -> None:
         task = BatchTask(str(slide), table_path, pages, batch, keep_bad)
