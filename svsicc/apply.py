@@ -165,22 +165,8 @@ def apply(
                 f"the profile {record.source_description!r} was already applied "
                 f"({record.by}); applying it again would double the correction",
             )
-        embedded = find_embedded_profile(slide)
-        if override is not None:
-            source_profile = override
-            origin = "--profile"
-        elif embedded is not None:
-            source_profile = IccProfile.from_bytes(
-                embedded[0], f"{src}: IFD {embedded[1].index} tag 34675"
-            )
-            origin = f"embedded (IFD {embedded[1].index})"
-        else:
-            raise ProfileError(
-                src,
-                "the slide has no embedded ICC profile",
-                hint="pass --profile FILE with the scanner's profile",
-            )
-        chosen_intent = _intent(intent, source_profile)
+        source_profile, origin = choose_source_profile(src, slide, override)
+        chosen_intent = resolve_intent(intent, source_profile)
         table = ColourTable.load_or_build(source_profile, target_profile, chosen_intent)
         identity = source_profile.sha256 == target_profile.sha256 or table.is_identity(
             IDENTITY_TOLERANCE
@@ -240,7 +226,27 @@ def _with_seconds(result: ApplyResult, seconds: float) -> ApplyResult:
     return ApplyResult(**values)
 
 
-def _intent(value: Intent | str | None, source: IccProfile) -> Intent:
+def choose_source_profile(
+    src: Path, slide: Slide, override: IccProfile | None
+) -> tuple[IccProfile, str]:
+    """--profile, else the embedded one, else an error; and where it came from."""
+    if override is not None:
+        return override, "--profile"
+    embedded = find_embedded_profile(slide)
+    if embedded is None:
+        raise ProfileError(
+            src,
+            "the slide has no embedded ICC profile",
+            hint="pass --profile FILE with the scanner's profile",
+        )
+    data, page = embedded
+    return IccProfile.from_bytes(data, f"{src}: IFD {page.index} tag 34675"), (
+        f"embedded (IFD {page.index})"
+    )
+
+
+def resolve_intent(value: Intent | str | None, source: IccProfile) -> Intent:
+    """The requested intent, else the source profile's own."""
     if value is None:
         return source.default_intent
     if isinstance(value, Intent):

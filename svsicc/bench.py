@@ -22,21 +22,21 @@ from . import tiff
 from .apply import (
     IDENTITY_TOLERANCE,
     ProfileSource,
-    find_embedded_profile,
+    choose_source_profile,
     load_profile,
     pages_to_rewrite,
+    resolve_intent,
 )
 from .colour import ColourTable, IccProfile, Intent, default_target
 from .engine import CODEC_ERRORS, PageJob, default_workers, make_codec
 from .exceptions import (
     AlreadyAppliedError,
-    ProfileError,
     SvsiccError,
     TileDecodeError,
     UnsupportedLayoutError,
 )
 from .marking import applied_record
-from .slide import Page, Slide, read_slide
+from .slide import Page, read_slide
 
 DEFAULT_TILES = 200
 STAGES = ("read", "decode", "colour", "encode", "write")
@@ -156,8 +156,8 @@ def bench_slide(
                 f"the profile {record.source_description!r} was already applied ({record.by}); "
                 "apply would refuse it, so there is nothing to measure",
             )
-        source_profile, origin = _source_profile(src, slide, override)
-        chosen_intent = _parse_intent(intent, source_profile)
+        source_profile, origin = choose_source_profile(src, slide, override)
+        chosen_intent = resolve_intent(intent, source_profile)
         # apply's own checks: the pages it would rewrite, refusing what it would refuse.
         pages = pages_to_rewrite(slide, include_associated=False)
         started = time.perf_counter()
@@ -194,36 +194,6 @@ def bench_slide(
         pixels_to_rewrite=0 if identity else sum(r * c for r, c in extents.values()),
         cores=default_workers(),
     )
-
-
-def _source_profile(src: Path, slide: Slide, override: IccProfile | None) -> tuple[IccProfile, str]:
-    """The same choice as apply: --profile, else the embedded one, else an error."""
-    if override is not None:
-        return override, "--profile"
-    embedded = find_embedded_profile(slide)
-    if embedded is None:
-        raise ProfileError(
-            src,
-            "the slide has no embedded ICC profile",
-            hint="pass --profile FILE with the scanner's profile",
-        )
-    data, page = embedded
-    return IccProfile.from_bytes(data, f"{src}: IFD {page.index} tag 34675"), (
-        f"embedded (IFD {page.index})"
-    )
-
-
-def _parse_intent(value: Intent | str | None, source: IccProfile) -> Intent:
-    if value is None:
-        return source.default_intent
-    if isinstance(value, Intent):
-        return value
-    try:
-        return Intent.parse(value)
-    except ValueError as exc:
-        raise SvsiccError(
-            None, str(exc), hint="use perceptual, relative, saturation or absolute"
-        ) from None
 
 
 def _time_stages(
