@@ -7,7 +7,10 @@ bytes travel back. One ordered consumer in the parent writes the results.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -208,15 +211,35 @@ def run_batch(task: BatchTask) -> list[bytes | BadSegment]:
     return processor.process_many(task.segments, datas)
 
 
+_DEFERRED_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM while the pool may fork a worker.
+
+    A KeyboardInterrupt raised inside fork's at-fork hooks is swallowed ("Exception ignored"),
+    so the interrupt would be half lost; held here, it is delivered right after, in our code.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _DEFERRED_SIGNALS)
+
+
 def _init_worker(parent: int) -> None:
-    import signal
-    import threading
     import time
 
     # The parent handles Ctrl-C and shuts the pool down; workers must not die mid-batch first.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A forked worker inherits the CLI's SIGTERM handler; the pool needs SIGTERM to kill it.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # Forked while the parent held these (_interrupts_deferred): take them again.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _DEFERRED_SIGNALS)
 
     def exit_with_parent() -> None:
         # After a kill -9 of the parent nobody shuts the pool down: do not linger holding the
@@ -301,7 +324,8 @@ def process_segments(
 
     def submit(batch: tuple[SegmentTask, ...]) -> None:
         task = BatchTask(str(slide), table_path, pages, batch, keep_bad)
-        window.append((batch, executor.submit(run_batch, task)))
+        with _interrupts_deferred():
+            window.append((batch, executor.submit(run_batch, task)))
 
     try:
         for batch in batches:
