@@ -85,8 +85,13 @@ class SlideSpec:
 def preset(style: Style, **changes: Any) -> SlideSpec:
     """The layout of the real scanner: AT2 column-major level 0, GT450 bottom-up, Q=91, ..."""
     if style == "gt450":
-        base = SlideSpec(style=style, tile_size=256, quality=91, tile_order="bottom_up",
-                         profile_on="levels_and_thumbnail")
+        base = SlideSpec(
+            style=style,
+            tile_size=256,
+            quality=91,
+            tile_order="bottom_up",
+            profile_on="levels_and_thumbnail",
+        )
     elif style == "at2":
         base = SlideSpec(style=style, tile_order="column")
     else:
@@ -208,7 +213,9 @@ def aperio_rgb_jpeg(rgb: RGB, quality: int) -> tuple[bytes, bytes]:
 
 
 _SAMPLING: dict[Subsampling, tuple[int, tuple[int, int]]] = {
-    "4:4:4": (0, (1, 1)), "4:2:2": (1, (2, 1)), "4:2:0": (2, (2, 2)),
+    "4:4:4": (0, (1, 1)),
+    "4:2:2": (1, (2, 1)),
+    "4:2:0": (2, (2, 2)),
 }
 
 
@@ -216,9 +223,14 @@ def rgb_to_ycbcr(rgb: RGB) -> RGB:
     """JPEG/JFIF full-range BT.601 YCbCr: the inverse of OpenSlide's 33003 conversion."""
     x = np.asarray(rgb, dtype=np.float32)
     r, g, b = x[..., 0], x[..., 1], x[..., 2]
-    ycc = np.stack([0.299 * r + 0.587 * g + 0.114 * b,
-                    128 - 0.168736 * r - 0.331264 * g + 0.5 * b,
-                    128 + 0.5 * r - 0.418688 * g - 0.081312 * b], axis=-1)
+    ycc = np.stack(
+        [
+            0.299 * r + 0.587 * g + 0.114 * b,
+            128 - 0.168736 * r - 0.331264 * g + 0.5 * b,
+            128 + 0.5 * r - 0.418688 * g - 0.081312 * b,
+        ],
+        axis=-1,
+    )
     out: RGB = np.rint(ycc).clip(0, 255).astype(np.uint8)
     return out
 
@@ -249,9 +261,15 @@ def _level_codec(spec: SlideSpec) -> tuple[list[_Tag], Callable[[RGB], bytes], s
     level = 0 if spec.j2k_lossless else spec.j2k_psnr
 
     def j2k(tile: RGB) -> bytes:
-        return bytes(imagecodecs.jpeg2k_encode(
-            rgb_to_ycbcr(tile) if ycc else tile, level=level, codecformat="J2K",
-            reversible=spec.j2k_lossless, mct=not ycc))
+        return bytes(
+            imagecodecs.jpeg2k_encode(
+                rgb_to_ycbcr(tile) if ycc else tile,
+                level=level,
+                codecformat="J2K",
+                reversible=spec.j2k_lossless,
+                mct=not ycc,
+            )
+        )
 
     return [(262, SHORT, [2])], j2k, f"J2K/{'YUV16' if ycc else 'KDU'} Q={q}"
 
@@ -325,8 +343,12 @@ def write_slide(path: str | Path, rgb: RGB, spec: SlideSpec = SlideSpec()) -> Pa
                     offsets[i], counts[i] = w.block(data), len(data)
             size = f"{width}x{height} ({t}x{t})" + (f" -> {lw}x{lh}" if index else "")
             tags = _common(lw, lh, _COMPRESSION[spec.style], f"{lib} \r\n{size} {token}{props}")
-            tags += [(322, LONG, [t]), (323, LONG, [t]),
-                     (324, w.offset_type, offsets), (325, w.offset_type, counts)]
+            tags += [
+                (322, LONG, [t]),
+                (323, LONG, [t]),
+                (324, w.offset_type, offsets),
+                (325, w.offset_type, counts),
+            ]
             w.ifd(tags + style_tags + (icc if index == 0 else icc_everywhere))
 
         tiled(0)
@@ -345,12 +367,20 @@ def write_slide(path: str | Path, rgb: RGB, spec: SlideSpec = SlideSpec()) -> Pa
     return path
 
 
-def _common(width: int, height: int, compression: int, description: str,
-            subfile: int = 0) -> list[_Tag]:
-    return [(254, LONG, [subfile]), (256, LONG, [width]), (257, LONG, [height]),
-            (258, SHORT, [8, 8, 8]), (259, SHORT, [compression]),
-            (270, ASCII, description.encode("ascii") + b"\0"), (277, SHORT, [3]),
-            (284, SHORT, [1]), (32997, LONG, [1])]
+def _common(
+    width: int, height: int, compression: int, description: str, subfile: int = 0
+) -> list[_Tag]:
+    return [
+        (254, LONG, [subfile]),
+        (256, LONG, [width]),
+        (257, LONG, [height]),
+        (258, SHORT, [8, 8, 8]),
+        (259, SHORT, [compression]),
+        (270, ASCII, description.encode("ascii") + b"\0"),
+        (277, SHORT, [3]),
+        (284, SHORT, [1]),
+        (32997, LONG, [1]),
+    ]
 
 
 def _thumbnail(levels: list[RGB], width: int, height: int) -> RGB:
@@ -371,8 +401,9 @@ def _strips(w: _TiffWriter, img: RGB, rows: int, encode: Callable[[RGB], bytes])
     return [(273, w.offset_type, offsets), (278, LONG, [rows]), (279, w.offset_type, counts)]
 
 
-def _stripped_jpeg(w: _TiffWriter, img: RGB, quality: int, desc: str, subfile: int,
-                   extra: list[_Tag]) -> None:
+def _stripped_jpeg(
+    w: _TiffWriter, img: RGB, quality: int, desc: str, subfile: int, extra: list[_Tag]
+) -> None:
     tables = aperio_rgb_jpeg(np.zeros((8, 8, 3), np.uint8), quality)[1]
     tags = _strips(w, img, 16, lambda s: aperio_rgb_jpeg(s, quality)[0])
     tags += _common(img.shape[1], img.shape[0], 7, desc, subfile)
@@ -402,8 +433,9 @@ def load_real_pixels(name: str | Path = "CMU-1-Small-Region.svs", page: int = 0)
     return np.ascontiguousarray(np.asarray(pixels)[..., :3], dtype=np.uint8)
 
 
-def mosaic(source: RGB, width: int, height: int, seed: int, *, block: int = 512,
-           out: RGB | None = None) -> RGB:
+def mosaic(
+    source: RGB, width: int, height: int, seed: int, *, block: int = 512, out: RGB | None = None
+) -> RGB:
     """A ``height`` x ``width`` image of random square crops of ``source`` (random rot90/flip)
     plus a seeded +-1 dither, so that no two tiles are equal even on blank glass.
 
@@ -415,8 +447,10 @@ def mosaic(source: RGB, width: int, height: int, seed: int, *, block: int = 512,
     rng = np.random.default_rng(seed)
     # numpy is ~20x slower reading column-reversed or transposed views, so keep the four
     # orientations that need them contiguous; a row flip on top gives all eight.
-    views = [np.ascontiguousarray(v) for v in
-             (src, src[:, ::-1], src.transpose(1, 0, 2), src.transpose(1, 0, 2)[:, ::-1])]
+    views = [
+        np.ascontiguousarray(v)
+        for v in (src, src[:, ::-1], src.transpose(1, 0, 2), src.transpose(1, 0, 2)[:, ::-1])
+    ]
     # A noise bank read at random offsets is far cheaper than fresh noise for every pixel;
     # 255 is -1 modulo 256.
     noise = rng.choice(np.array([255, 0, 1], np.uint8), size=(2 * b, 2 * b, 3))

@@ -153,25 +153,33 @@ def test_at2_streams_are_shaped_like_real_aperio(src: np.ndarray, tmp_path: Path
                 assert [m for m, _ in segs] == [0xC0, 0xDA] and stream.endswith(b"\xff\xd9")
                 sof, sos = segs[0][1], segs[1][1]
                 assert [tuple(sof[6 + 3 * k : 9 + 3 * k]) for k in range(3)] == [
-                    (0, 0x11, 0), (1, 0x11, 0), (2, 0x11, 0)]
+                    (0, 0x11, 0),
+                    (1, 0x11, 0),
+                    (2, 0x11, 0),
+                ]
                 assert list(sos[1:7:2]) == [0, 1, 2]
             if page == 0:
                 first = tile_bytes(path, 0)[0]
                 decoded = imagecodecs.jpeg8_decode(
-                    first, tables=tables, colorspace="RGB", outcolorspace="RGB")
+                    first, tables=tables, colorspace="RGB", outcolorspace="RGB"
+                )
                 assert psnr(decoded, src[:240, :240]) > 33
 
 
-@pytest.mark.parametrize(("sub", "factors"), [("4:2:0", (2, 2)), ("4:2:2", (2, 1)),
-                                              ("4:4:4", (1, 1))])
-def test_gt450_tiles_are_jfif(sub: str, factors: tuple[int, int], src: np.ndarray,
-                              tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("sub", "factors"), [("4:2:0", (2, 2)), ("4:2:2", (2, 1)), ("4:4:4", (1, 1))]
+)
+def test_gt450_tiles_are_jfif(
+    sub: str, factors: tuple[int, int], src: np.ndarray, tmp_path: Path
+) -> None:
     path = write_slide(tmp_path / "gt.svs", src, preset("gt450", subsampling=sub))
     with tifffile.TiffFile(path) as tif:
         p = tif.pages[0]
         assert p.jpegtables is None and p.tags["YCbCrSubSampling"].value == factors
-        assert p.description.startswith("Aperio Leica Biosystems GT450 v1.0.1 \r\n700x500 "
-                                        "(256x256) JPEG/YCC Q=91|AppMag = 40|MPP = 0.2630")
+        assert p.description.startswith(
+            "Aperio Leica Biosystems GT450 v1.0.1 \r\n700x500 "
+            "(256x256) JPEG/YCC Q=91|AppMag = 40|MPP = 0.2630"
+        )
     for stream in tile_bytes(path, 0):
         segs = dict(markers(stream))
         assert stream[2:4] == b"\xff\xe0" and 0xDB in segs and 0xC4 in segs
@@ -197,14 +205,16 @@ def test_descriptions_and_properties(src: np.ndarray, tmp_path: Path) -> None:
         assert slide.properties["aperio.ICC Profile"] == "ScanScope v1"
 
 
-@pytest.mark.parametrize(("spec", "on"), [
-    (preset("at2", profile=PROFILE), {0}),
-    (preset("gt450", profile=PROFILE), {0, 1, 2, 3}),
-    (preset("jp2k-33005", profile=PROFILE, profile_on="levels_and_thumbnail"), {0, 1, 2, 3}),
-    (preset("at2"), set()),
-])
-def test_icc_tag_placement(spec: SlideSpec, on: set[int], src: np.ndarray,
-                           tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("spec", "on"),
+    [
+        (preset("at2", profile=PROFILE), {0}),
+        (preset("gt450", profile=PROFILE), {0, 1, 2, 3}),
+        (preset("jp2k-33005", profile=PROFILE, profile_on="levels_and_thumbnail"), {0, 1, 2, 3}),
+        (preset("at2"), set()),
+    ],
+)
+def test_icc_tag_placement(spec: SlideSpec, on: set[int], src: np.ndarray, tmp_path: Path) -> None:
     path = write_slide(tmp_path / "icc.svs", src, spec)
     with tifffile.TiffFile(path) as tif:
         assert {i for i, p in enumerate(tif.pages) if 34675 in p.tags} == on
@@ -239,7 +249,11 @@ def test_scanner_presets_order_level0_like_the_real_ones() -> None:
     assert preset("at2").tile_order == "column" and preset("at2").tile_size == 240
     gt = preset("gt450")
     assert (gt.tile_order, gt.tile_size, gt.quality, gt.profile_on) == (
-        "bottom_up", 256, 91, "levels_and_thumbnail")
+        "bottom_up",
+        256,
+        91,
+        "levels_and_thumbnail",
+    )
     assert file_tile_order(3, 2, "bottom_up") == [3, 4, 5, 0, 1, 2]
     assert file_tile_order(3, 2, "column") == [0, 3, 1, 4, 2, 5]
 
@@ -265,8 +279,11 @@ def test_mosaic_has_no_repeated_tiles() -> None:
     img = mosaic(source, 1500, 1210, seed=7)
     assert img.shape == (1210, 1500, 3) and img.dtype == np.uint8
     for t in (240, 256):
-        tiles = {img[y : y + t, x : x + t].tobytes()
-                 for y in range(0, 1210 - t + 1, t) for x in range(0, 1500 - t + 1, t)}
+        tiles = {
+            img[y : y + t, x : x + t].tobytes()
+            for y in range(0, 1210 - t + 1, t)
+            for x in range(0, 1500 - t + 1, t)
+        }
         assert len(tiles) == (1210 // t) * (1500 // t)
     np.testing.assert_array_equal(img, mosaic(source, 1500, 1210, seed=7))
     assert not np.array_equal(img, mosaic(source, 1500, 1210, seed=8))
