@@ -17,6 +17,39 @@ OPENSLIDE_SMALL = DATA / "openslide-python_small.svs"
 TCGA = DATA / "tcga-cr-7395-01a-01-ts1.svs"
 
 
+def run_cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
+    """svsicc's main() in-process: (exit code, stdout, stderr)."""
+    from svsicc.cli import main
+
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(err: str, *needles: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("svsicc: ")
+    assert "Traceback" not in err and "unexpected error" not in err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def segment_bytes(path: Path, page: int) -> list[bytes]:
+    """The stored bytes of every tile or strip of IFD ``page``, read with tifffile."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        p = tif.pages[page]
+        fh = tif.filehandle
+        out = []
+        for offset, count in zip(p.dataoffsets, p.databytecounts, strict=True):
+            fh.seek(offset)
+            out.append(fh.read(count))
+        return out
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

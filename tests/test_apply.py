@@ -31,6 +31,7 @@ from .conftest import (
     psnr,
     sha256,
 )
+from .conftest import segment_bytes as segments
 
 SOURCE = IccProfile.from_file(SCANSCOPE)
 TARGET = default_target()
@@ -58,17 +59,6 @@ def jpeg_markers(stream: bytes) -> list[tuple[int, bytes]]:
 def sof_components(stream: bytes) -> list[tuple[int, int, int]]:
     (payload,) = [p for m, p in jpeg_markers(stream) if m == 0xC0]
     return [(payload[6 + 3 * i], payload[7 + 3 * i], payload[8 + 3 * i]) for i in range(payload[5])]
-
-
-def segments(path: Path, page: int) -> list[bytes]:
-    with tifffile.TiffFile(path) as tif:
-        p = tif.pages[page]
-        fh = tif.filehandle
-        out = []
-        for offset, count in zip(p.dataoffsets, p.databytecounts, strict=True):
-            fh.seek(offset)
-            out.append(fh.read(count))
-        return out
 
 
 def tags(path: Path, page: int) -> dict[int, object]:

@@ -13,24 +13,17 @@ from pathlib import Path
 import pytest
 import tifffile
 
-from svsicc.cli import main
-
-from .conftest import CMU_EMBED, CMU_SMALL, DATA, OPENSLIDE_SMALL, SCANSCOPE, TCGA, sha256
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_one_line_error(err: str, *needles: str) -> None:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("svsicc: ")
-    assert "Traceback" not in err and "unexpected error" not in err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
+from .conftest import (
+    CMU_EMBED,
+    CMU_SMALL,
+    DATA,
+    OPENSLIDE_SMALL,
+    SCANSCOPE,
+    TCGA,
+    assert_one_line_error,
+    sha256,
+)
+from .conftest import run_cli as run
 
 
 @pytest.fixture

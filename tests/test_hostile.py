@@ -30,35 +30,19 @@ import tifffile
 import svsicc
 from svsicc import output as output_module
 from svsicc import tiff
-from svsicc.cli import main
 from svsicc.colour import IccProfile, default_target, reference_transform
 from svsicc.exceptions import OutputError, TiffFormatError, UnsupportedLayoutError
 from svsicc.output import TEMP_SUFFIX, TempOutput, bigtiff_twin, temp_name
 from svsicc.slide import read_slide
 from svsicc.synthetic import load_real_pixels, mosaic, preset, write_slide
 
-from .conftest import CMU_SMALL, SCANSCOPE, sha256
+from .conftest import CMU_SMALL, SCANSCOPE, assert_one_line_error, sha256
+from .conftest import run_cli as run
 
 GiB = 2**30
 
 
 # -- helpers -------------------------------------------------------------------------------------
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_one_line_error(err: str, *needles: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("svsicc: ")
-    assert "Traceback" not in err and "unexpected error" not in err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 def entry(path: Path, ifd: int, tag: int) -> tiff.TiffEntry:

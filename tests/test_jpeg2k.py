@@ -32,6 +32,7 @@ from svsicc.exceptions import TileDecodeError, UnsupportedLayoutError
 from svsicc.synthetic import load_real_pixels, preset, rgb_to_ycbcr, write_slide
 
 from .conftest import SCANSCOPE, TCGA, mean_abs, openslide_levels, psnr
+from .conftest import segment_bytes as tiles
 
 SOURCE = IccProfile.from_file(SCANSCOPE)
 TARGET = default_target()
@@ -60,17 +61,6 @@ def main_header(stream: bytes) -> dict[int, bytes]:
             return out
         out.setdefault(marker, stream[pos : pos + 2 + length])
         pos += 2 + length
-
-
-def tiles(path: Path, page: int) -> list[bytes]:
-    with tifffile.TiffFile(path) as tif:
-        p = tif.pages[page]
-        fh = tif.filehandle
-        out = []
-        for offset, count in zip(p.dataoffsets, p.databytecounts, strict=True):
-            fh.seek(offset)
-            out.append(fh.read(count))
-        return out
 
 
 def jp2k_pages(path: Path) -> list[int]:
