@@ -153,18 +153,7 @@ def apply(
     target_profile = load_profile(target, "target profile") or default_target()
     with tiff.TiffReader(src) as reader:
         slide = read_slide(reader)
-        if not slide.is_aperio:
-            raise UnsupportedLayoutError(
-                src,
-                "not an Aperio slide: IFD 0 has no ImageDescription starting with 'Aperio'",
-            )
-        record = applied_record(slide.description)
-        if record is not None:
-            raise AlreadyAppliedError(
-                src,
-                f"the profile {record.source_description!r} was already applied "
-                f"({record.by}); applying it again would double the correction",
-            )
+        refuse_unless_applicable(src, slide)
         source_profile, origin = choose_source_profile(src, slide, override)
         chosen_intent = resolve_intent(intent, source_profile)
         table = ColourTable.load_or_build(source_profile, target_profile, chosen_intent)
@@ -224,6 +213,22 @@ def _with_seconds(result: ApplyResult, seconds: float) -> ApplyResult:
     values = dict(result.__dict__)
     values["seconds"] = seconds
     return ApplyResult(**values)
+
+
+def refuse_unless_applicable(src: Path, slide: Slide) -> None:
+    """Apply works on Aperio slides whose profile was not applied yet."""
+    if not slide.is_aperio:
+        raise UnsupportedLayoutError(
+            src,
+            "not an Aperio slide: IFD 0 has no ImageDescription starting with 'Aperio'",
+        )
+    record = applied_record(slide.description)
+    if record is not None:
+        raise AlreadyAppliedError(
+            src,
+            f"the profile {record.source_description!r} was already applied "
+            f"({record.by}); applying it again would double the correction",
+        )
 
 
 def choose_source_profile(

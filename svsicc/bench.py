@@ -25,17 +25,16 @@ from .apply import (
     choose_source_profile,
     load_profile,
     pages_to_rewrite,
+    refuse_unless_applicable,
     resolve_intent,
 )
 from .colour import ColourTable, IccProfile, Intent, default_target
 from .engine import CODEC_ERRORS, PageJob, default_workers, make_codec
 from .exceptions import (
-    AlreadyAppliedError,
     SvsiccError,
     TileDecodeError,
     UnsupportedLayoutError,
 )
-from .marking import applied_record
 from .slide import Page, read_slide
 
 DEFAULT_TILES = 200
@@ -145,17 +144,7 @@ def bench_slide(
     target_profile = load_profile(target, "target profile") or default_target()
     with tiff.TiffReader(src) as reader:
         slide = read_slide(reader)
-        if not slide.is_aperio:
-            raise UnsupportedLayoutError(
-                src, "not an Aperio slide: IFD 0 has no ImageDescription starting with 'Aperio'"
-            )
-        record = applied_record(slide.description)
-        if record is not None:
-            raise AlreadyAppliedError(
-                src,
-                f"the profile {record.source_description!r} was already applied ({record.by}); "
-                "apply would refuse it, so there is nothing to measure",
-            )
+        refuse_unless_applicable(src, slide)
         source_profile, origin = choose_source_profile(src, slide, override)
         chosen_intent = resolve_intent(intent, source_profile)
         # apply's own checks: the pages it would rewrite, refusing what it would refuse.

@@ -22,6 +22,8 @@ from svsicc.synthetic import (
     write_slide,
 )
 
+from .conftest import segment_bytes as tile_bytes
+
 W, H = 700, 500
 PROFILE = (DATA_DIR / "ScanScope_v1_from_CMU-Embed.icc").read_bytes()
 
@@ -39,17 +41,6 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 def area_mean(img: np.ndarray, d: int) -> np.ndarray:
     h, w = img.shape[0] // d, img.shape[1] // d
     return img[: h * d, : w * d].reshape(h, d, w, d, 3).mean(axis=(1, 3))
-
-
-def tile_bytes(path: Path, page: int) -> list[bytes]:
-    with tifffile.TiffFile(path) as tif:
-        p = tif.pages[page]
-        fh = tif.filehandle
-        out = []
-        for off, n in zip(p.dataoffsets, p.databytecounts, strict=True):
-            fh.seek(off)
-            out.append(fh.read(n))
-        return out
 
 
 def markers(stream: bytes) -> list[tuple[int, bytes]]:
