@@ -127,7 +127,10 @@ class SegmentProcessor:
         layout = "BGRX"
         if self._table is not None:
             table = self._table
-            decoded = [p if isinstance(p, BadSegment) else table.apply_bgrx(p) for p in decoded]
+            decoded = [
+                p if isinstance(p, BadSegment) else table.apply_bgrx(p, in_place=True)
+                for p in decoded
+            ]
             layout = "RGBX"
         return [
             p if isinstance(p, BadSegment) else self._encode(t, p, layout, d)
