@@ -80,6 +80,11 @@ class ApplyResult:
     output_bytes: int
     seconds: float
     bad_segments: tuple[BadSegment, ...] = field(default=())
+    workers: int = 1  # processes that decoded, converted and encoded
+
+    @property
+    def segments_per_second(self) -> float:
+        return self.segments_rewritten / self.seconds if self.seconds > 0 else 0.0
 
     @property
     def segments_rewritten(self) -> int:
@@ -104,6 +109,8 @@ class ApplyResult:
             "output_bytes": self.output_bytes,
             "size_ratio": round(self.size_ratio, 4),
             "seconds": round(self.seconds, 3),
+            "workers": self.workers,
+            "segments_per_second": round(self.segments_per_second, 1),
             "bad_segments": [b.__dict__ for b in self.bad_segments],
         }
 
@@ -199,6 +206,7 @@ def apply(
                     output_bytes=os.fstat(out.file.fileno()).st_size,
                     seconds=0.0,
                     bad_segments=bad,
+                    workers=run_pool.workers if run_pool is not None else 1,
                 )
                 if before_commit is not None:
                     before_commit(out.path, result)

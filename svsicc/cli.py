@@ -118,7 +118,9 @@ def _run_apply(args: argparse.Namespace) -> int:
         what = (
             "identity: no pixel changed, copy marked"
             if result.identity
-            else f"{result.segments_rewritten} segments rewritten"
+            else f"{result.segments_rewritten} segments rewritten "
+            f"({result.segments_per_second:,.0f}/s, {result.workers} "
+            f"worker{'s' if result.workers > 1 else ''})"
         )
         print(
             f"{result.output}: {result.profile.description!r} -> {result.target.description!r} "

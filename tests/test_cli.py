@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -62,6 +63,18 @@ def test_apply_json_result(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert result["intent"] == "perceptual"
     assert [p["index"] for p in result["pages"]] == [0, 1]
     assert result["pages"][0]["rewritten"] == 1
+    assert result["workers"] >= 1
+    rate = result["segments_rewritten"] / result["seconds"]
+    assert result["segments_per_second"] == pytest.approx(rate, rel=0.01, abs=0.1)
+
+
+def test_apply_summary_reports_rate_and_workers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ("apply", CMU_SMALL, tmp_path / "o.svs", "--profile", SCANSCOPE, "--workers", "2")
+    code, stdout, _ = run(capsys, *args)
+    assert code == 0
+    assert re.search(r"178 segments rewritten \([\d,]+/s, 2 workers\)", stdout), stdout
 
 
 def test_no_profile_asks_for_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
