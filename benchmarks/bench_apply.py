@@ -177,7 +177,8 @@ class NaiveTransform:
             renderingIntent=ImageCms.Intent.PERCEPTUAL,
         )
 
-    def apply_bgrx(self, bgrx: np.ndarray) -> np.ndarray:
+    def apply_bgrx(self, bgrx: np.ndarray, *, in_place: bool = False) -> np.ndarray:
+        # in_place is a permission, not a duty: the recipe returns Pillow's new image.
         from PIL import Image, ImageCms
 
         rows, cols = bgrx.shape[:2]
