@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -138,3 +139,35 @@ def test_sample_spreads_over_the_slide() -> None:
     picked = sample_indices(1000, 5)
     assert picked == [0, 250, 500, 749, 999]
     assert len(sample_indices(10_000, 200)) == 200
+
+
+def test_benchmark_script_runs_end_to_end(tmp_path: Path) -> None:
+    """benchmarks/bench_apply.py on tiny slides: every variant svsicc ships runs and is reported.
+
+    Ratios on slides this small mean nothing (the exit code says whether targets were met), so
+    only the report's shape and the runs' JSON are checked; libvips needs the bench extra.
+    """
+    import subprocess
+    import sys
+
+    script = Path(__file__).parent.parent / "benchmarks" / "bench_apply.py"
+    runs_file = tmp_path / "runs.json"
+    variants = ("floor", "svsicc-1", "svsicc-2", "naive")
+    done = subprocess.run(
+        [sys.executable, str(script), "--size", "1024", "--reps", "1", "--no-check",
+         "--variants", ",".join(variants), "--work", str(tmp_path / "work"),
+         "--bench-tiles", "20", "--json", str(runs_file)],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "SVSICC_CACHE_DIR": os.environ["SVSICC_CACHE_DIR"]},
+    )  # fmt: skip
+    assert done.returncode in (0, 1), done.stderr
+    assert "Traceback" not in done.stderr
+    report = done.stdout
+    for style in ("at2", "gt450"):
+        for variant in variants:
+            assert f"{style}-1024" in report and variant in report
+        assert re.search(rf"^{style} +t\(floor\)/t\(svsicc-1\) = +[\d.]+", report, re.M)
+    runs = json.loads(runs_file.read_text())["runs"]
+    assert len(runs) == 2 * len(variants)
+    assert {r["variant"] for r in runs} == set(variants)
+    assert all(r["seconds"] > 0 for r in runs)
