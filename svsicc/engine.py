@@ -16,11 +16,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 
-from .codecs import SegmentCodec
+from .codecs import AdaptiveCodec, SegmentCodec, is_adaptive
 from .codecs.jpeg import JpegCodec, JpegFormatError
 from .codecs.lossless import LosslessCodec, LosslessFormatError
 from .colour import ColourTable
@@ -34,6 +34,11 @@ SUPPORTED_COMPRESSIONS = (1, 5, COMPRESSION_JPEG, COMPRESSION_JP2K_YCBCR, COMPRE
 # each holds about 2 x 256 KiB of pixels at a time.
 IN_PROCESS_BATCH = 16
 MAX_POOL_BATCH = 32
+# Pages with an adaptive codec (JPEG 2000 rate control): the parent encodes each one's first
+# WARMUP_SEGMENTS itself, then every batch, of a size that does not depend on the worker count,
+# starts from what the codec learned there. Output bytes are then the same for any --workers.
+WARMUP_SEGMENTS = 16
+ADAPTIVE_BATCH = 16
 CODEC_ERRORS = (JpegFormatError, LosslessFormatError, ValueError, RuntimeError)
 
 
@@ -74,6 +79,7 @@ class BatchTask:
     pages: tuple[PageJob, ...]
     segments: tuple[SegmentTask, ...]
     keep_bad: bool
+    learned: tuple[tuple[int, object], ...] = ()  # (page, AdaptiveCodec.learned_state())
 
 
 def make_codec(job: PageJob) -> SegmentCodec:
@@ -111,6 +117,19 @@ class SegmentProcessor:
 
     def codec(self, page: int) -> SegmentCodec:
         return self._codecs[page]
+
+    def adaptive_pages(self) -> set[int]:
+        return {page for page, codec in self._codecs.items() if is_adaptive(codec)}
+
+    def learned(self) -> dict[int, object]:
+        return {
+            page: cast(AdaptiveCodec, self._codecs[page]).learned_state()
+            for page in self.adaptive_pages()
+        }
+
+    def restore(self, learned: Iterable[tuple[int, object]]) -> None:
+        for page, state in learned:
+            cast(AdaptiveCodec, self._codecs[page]).restore_state(state)
 
     def process(self, task: SegmentTask, data: bytes) -> bytes | BadSegment:
         return self.process_many([task], [data])[0]
@@ -211,6 +230,7 @@ def run_batch(task: BatchTask) -> list[bytes | BadSegment]:
     # of one) open after its last batch.
     with open(task.slide, "rb") as fh:
         datas = [read_segment(fh, seg) for seg in task.segments]
+    processor.restore(task.learned)
     return processor.process_many(task.segments, datas)
 
 
@@ -307,26 +327,74 @@ def process_segments(
     fh: SeekableReader,
 ) -> Iterator[tuple[SegmentTask, bytes | BadSegment]]:
     """Yield (task, new bytes) in task order, computed in-process or on the pool."""
-    if pool is None or pool.workers == 1:
-        processor = SegmentProcessor(slide, pages, table, keep_bad)
-        for group in batched(tasks, IN_PROCESS_BATCH):
-            datas = [read_segment(fh, task) for task in group]
-            yield from zip(group, processor.process_many(group, datas), strict=True)
+    processor = SegmentProcessor(slide, pages, table, keep_bad)
+    on_pool = pool is not None and pool.workers > 1
+    adaptive = processor.adaptive_pages()
+    if not adaptive:
+        if not on_pool:
+            yield from _in_process(processor, batched(tasks, IN_PROCESS_BATCH), fh, ())
+            return
+        assert pool is not None
+        size = max(4, min(MAX_POOL_BATCH, len(tasks) // (pool.workers * 8) or 4))
+        batches = batched(tasks, size)
+        yield from _on_pool(slide, pages, table, table_file, pool, keep_bad, batches, ())
         return
+    # Warm-up: each adaptive page's first segments, encoded here in task order.
+    warm: dict[int, bytes | BadSegment] = {}
+    for page in sorted(adaptive):
+        first = [i for i, t in enumerate(tasks) if t.page == page][:WARMUP_SEGMENTS]
+        group = [tasks[i] for i in first]
+        datas = [read_segment(fh, task) for task in group]
+        warm.update(zip(first, processor.process_many(group, datas), strict=True))
+    learned = tuple(processor.learned().items())
+    rest = [t for i, t in enumerate(tasks) if i not in warm]
+    batches = batched(rest, ADAPTIVE_BATCH)
+    if on_pool:
+        assert pool is not None
+        stream = _on_pool(slide, pages, table, table_file, pool, keep_bad, batches, learned)
+    else:
+        stream = _in_process(processor, batches, fh, learned)
+    for i, task in enumerate(tasks):
+        if i in warm:
+            yield task, warm.pop(i)
+        else:
+            yield next(stream)
+
+
+def _in_process(
+    processor: SegmentProcessor,
+    batches: Iterable[tuple[SegmentTask, ...]],
+    fh: SeekableReader,
+    learned: tuple[tuple[int, object], ...],
+) -> Iterator[tuple[SegmentTask, bytes | BadSegment]]:
+    for group in batches:
+        datas = [read_segment(fh, task) for task in group]
+        processor.restore(learned)
+        yield from zip(group, processor.process_many(group, datas), strict=True)
+
+
+def _on_pool(
+    slide: Path,
+    pages: tuple[PageJob, ...],
+    table: ColourTable | None,
+    table_file: Path | None,
+    pool: WorkerPool,
+    keep_bad: bool,
+    batches: Iterable[tuple[SegmentTask, ...]],
+    learned: tuple[tuple[int, object], ...],
+) -> Iterator[tuple[SegmentTask, bytes | BadSegment]]:
     table_path = None if table is None else str(table_file)
     if table is not None:
         # Workers forked from here share this copy instead of loading their own (64 MB each).
         _worker_state["table"] = table
         _worker_state["table_file"] = table_path
     executor = pool.executor()
-    batch_size = max(4, min(MAX_POOL_BATCH, len(tasks) // (pool.workers * 8) or 4))
     window: deque[tuple[tuple[SegmentTask, ...], Future[list[bytes | BadSegment]]]] = deque()
-    batches = batched(tasks, batch_size)
     # A bounded window keeps memory flat however large the slide is.
     limit = pool.workers * 4
 
     def submit(batch: tuple[SegmentTask, ...]) -> None:
-        task = BatchTask(str(slide), table_path, pages, batch, keep_bad)
+        task = BatchTask(str(slide), table_path, pages, batch, keep_bad, learned)
         with _interrupts_deferred():
             window.append((batch, executor.submit(run_batch, task)))
 

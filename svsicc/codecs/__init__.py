@@ -3,6 +3,10 @@
 Every codec has ``lossless``, ``decode(data, rows, cols) -> (rows, cols, 4) BGRX uint8`` and
 ``encode(pixels, layout, source) -> bytes`` where ``source`` is the original segment, whose
 stream parameters the encoder reproduces.
+
+A codec whose output depends on the segments it encoded before (JPEG 2000's rate control) is
+also an :class:`AdaptiveCodec`: the engine snapshots what it learned and starts every batch from
+that snapshot, so the bytes do not depend on how segments were spread over workers.
 """
 
 from __future__ import annotations
@@ -18,3 +22,17 @@ class SegmentCodec(Protocol):
     def decode(self, data: bytes, rows: int, cols: int) -> np.ndarray: ...
 
     def encode(self, pixels: np.ndarray, layout: str, source: bytes) -> bytes: ...
+
+
+class AdaptiveCodec(Protocol):
+    def learned_state(self) -> object:
+        """A picklable snapshot of everything that steers later encodes."""
+        ...
+
+    def restore_state(self, state: object) -> None: ...
+
+
+def is_adaptive(codec: object) -> bool:
+    return callable(getattr(codec, "learned_state", None)) and callable(
+        getattr(codec, "restore_state", None)
+    )
