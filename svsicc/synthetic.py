@@ -30,6 +30,8 @@ Styles (``SlideSpec.style``), i.e. what the tiled levels hold:
 - ``jp2k-33005``: raw J2K codestreams of RGB with MCT (the codestream does the colour transform).
 - ``jp2k-33003``: raw J2K codestreams of YCbCr samples (``rgb_to_ycbcr``) without MCT, Photometric
   RGB in the tag like real Aperio files (OpenSlide keys the conversion on the compression only).
+  ``j2k_chroma=(2, 1)`` writes Cb and Cr subsampled 4:2:2 in the codestream's SIZ (XRsiz 2), as
+  some Aperio scanners do, through svsicc's OpenJPEG binding (imagecodecs cannot).
 JPEG 2000 is lossless (5/3) with ``j2k_lossless`` or else 9/7 at ``j2k_psnr`` dB.
 Edge tiles are full size, padded by repeating the last row/column. ``tile_order`` moves only the
 level-0 tile data (AT2 stores it column-major, GT450 bottom row first); reduced levels are raster.
@@ -77,6 +79,8 @@ class SlideSpec:
     zero_length_tiles: tuple[tuple[int, int], ...] = ()  # (level, raster tile index)
     j2k_lossless: bool = False
     j2k_psnr: int = 45  # target PSNR (dB) of lossy JPEG 2000 tiles
+    # jp2k-33003 only: (XRsiz, YRsiz) of Cb and Cr; (2, 1) is 4:2:2, (2, 2) 4:2:0
+    j2k_chroma: tuple[int, int] = (1, 1)
     with_label: bool = True
     with_macro: bool = True
     with_thumbnail: bool = True
@@ -235,6 +239,33 @@ def rgb_to_ycbcr(rgb: RGB) -> RGB:
     return out
 
 
+def subsampled_j2k(tile: RGB, spec: SlideSpec) -> bytes:
+    """A raw J2K codestream of ``tile`` as YCbCr whose Cb and Cr are subsampled by
+    ``spec.j2k_chroma`` in the SIZ (each chroma sample the rounded mean of its block), no MCT,
+    6 resolutions, 64x64 code-blocks, LRCP: Kakadu's defaults, as Aperio writes them."""
+    from .codecs import openjpeg
+
+    dx, dy = spec.j2k_chroma
+    rows, cols = tile.shape[:2]
+    if rows % dy or cols % dx:
+        raise ValueError(f"a {cols}x{rows} tile cannot be subsampled {dx}x{dy}")
+    x = np.asarray(tile, dtype=np.float32)
+    r, g, b = x[..., 0], x[..., 1], x[..., 2]
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    cb = 128 - 0.168736 * r - 0.331264 * g + 0.5 * b
+    cr = 128 + 0.5 * r - 0.418688 * g - 0.081312 * b
+    planes = [np.rint(y).clip(0, 255).astype(np.uint8)]
+    for chroma in (cb, cr):
+        mean = chroma.reshape(rows // dy, dy, cols // dx, dx).mean(axis=(1, 3))
+        planes.append(np.rint(mean).clip(0, 255).astype(np.uint8))
+    options = openjpeg.EncodeOptions(
+        reversible=spec.j2k_lossless,
+        resolutions=6,
+        psnr=0.0 if spec.j2k_lossless else float(spec.j2k_psnr),
+    )
+    return openjpeg.encode(planes, cols, rows, [(1, 1), (dx, dy), (dx, dy)], options)
+
+
 # --------------------------------------------------------------------------- levels
 
 _COMPRESSION = {"at2": 7, "gt450": 7, "raw": 1, "lzw": 5, "jp2k-33003": 33003, "jp2k-33005": 33005}
@@ -259,6 +290,8 @@ def _level_codec(spec: SlideSpec) -> tuple[list[_Tag], Callable[[RGB], bytes], s
         return [(262, SHORT, [2])], lambda t: bytes(imagecodecs.lzw_encode(t.tobytes())), "LZW"
     ycc = spec.style == "jp2k-33003"
     level = 0 if spec.j2k_lossless else spec.j2k_psnr
+    if ycc and spec.j2k_chroma != (1, 1):
+        return [(262, SHORT, [2])], lambda t: subsampled_j2k(t, spec), f"J2K/YUV16 Q={q}"
 
     def j2k(tile: RGB) -> bytes:
         return bytes(

@@ -22,10 +22,15 @@ page total stays within a few per cent of the source's. The state is per codec, 
 and worker process, so with a pool the bytes depend on which worker got which tiles (quality
 and size do not, measurably); one worker is deterministic.
 
-Chroma-subsampled codestreams (4:2:2 33003 as some Aperio scanners write) are refused: imagecodecs
-cannot write subsampled components, and writing them back as 4:4:4 would change what tifffile /
-imagecodecs return for the tile (they convert subsampled YCbCr to RGB, but hand 4:4:4 samples back
-unconverted), so the copy would no longer read like the original everywhere.
+Chroma-subsampled 33003 (Cb and Cr at XRsiz 2, "4:2:2", as some Aperio scanners write, or also
+YRsiz 2, 4:2:0) goes through svsicc's own OpenJPEG binding (:mod:`.openjpeg`), because imagecodecs
+can neither write subsampled components nor return them unconverted. Decoding replicates each
+chroma sample over its block and converts as above, which is exactly what OpenSlide shows.
+Encoding keeps the SIZ's sampling and the COD's wavelet, levels, progression, code-blocks,
+precincts and SOP/EPH (in one quality layer); lossy chroma is the rounded block mean of the exact
+chroma, lossless tiles search chroma and Y per block for OpenSlide's closest reconstruction
+(:func:`subsampled_ycbcr_for_openslide`): with shared chroma the exact transform output is not
+reachable. Other subsampled layouts (33005, subsampled Y, odd tile sizes) are refused.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import imagecodecs
 import numpy as np
 
 from ..exceptions import UnsupportedLayoutError
+from . import openjpeg
 from .pixels import bgrx_from_rgb, rgb_from_layout
 
 COMPRESSION_JP2K_YCBCR = 33003
@@ -356,6 +362,108 @@ def ycbcr_for_openslide(rgb: np.ndarray) -> np.ndarray:
     return out.reshape(shape)
 
 
+def upsample_chroma(planes: tuple[np.ndarray, ...], factors: tuple[int, int]) -> np.ndarray:
+    """(rows, cols, 3) YCbCr from a full-resolution Y plane and Cb/Cr planes subsampled by
+    ``factors`` (dx, dy), replicating each chroma sample as OpenSlide does (no interpolation)."""
+    y = planes[0]
+    dx, dy = factors
+    out = np.empty((*y.shape, 3), np.uint8)
+    out[..., 0] = y
+    for index in (1, 2):
+        full = np.repeat(np.repeat(planes[index], dy, axis=0), dx, axis=1)
+        out[..., index] = full[: y.shape[0], : y.shape[1]]
+    return out
+
+
+def _block_mean(values: np.ndarray, shape: tuple[int, int], factors: tuple[int, int]) -> np.ndarray:
+    """Mean over each dy x dx block of a flat per-pixel array laid out as ``shape``."""
+    rows, cols = shape
+    dx, dy = factors
+    blocks = values.reshape(rows // dy, dy, cols // dx, dx)
+    mean: np.ndarray = blocks.mean(axis=(1, 3))
+    return mean
+
+
+def subsampled_ycbcr(
+    rgb: np.ndarray, factors: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Y, Cb, Cr planes for lossy tiles: rounded Y per pixel, chroma the rounded mean of each
+    block's exact chroma (the least-squares choice when the reader replicates it)."""
+    rows, cols = rgb.shape[:2]
+    y, cb, cr = _exact_ycbcr(rgb.reshape(-1, 3))
+    planes = [np.clip(np.rint(y), 0, 255).reshape(rows, cols)]
+    for chroma in (cb, cr):
+        planes.append(np.clip(np.rint(_block_mean(chroma, (rows, cols), factors)), 0, 255))
+    y_plane, cb_plane, cr_plane = (p.astype(np.uint8) for p in planes)
+    return y_plane, cb_plane, cr_plane
+
+
+def subsampled_ycbcr_for_openslide(
+    rgb: np.ndarray, factors: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Y, Cb, Cr planes for lossless tiles: per chroma block, the (Cb, Cr) among the 2 x 2
+    integer neighbours of the block's mean exact chroma, and per pixel the Y among the rounded
+    exact Y and the two integers around the least-squares Y for that chroma, that together
+    give the least squared error of OpenSlide's conversion against ``rgb``. The plainly
+    rounded choice (rounded mean chroma, rounded Y) is among the candidates, so no block is
+    worse than it."""
+    rows, cols = rgb.shape[:2]
+    dx, dy = factors
+    flat = rgb.reshape(-1, 3)
+    exact_y, exact_cb, exact_cr = _exact_ycbcr(flat)
+    rounded_y = np.clip(np.rint(exact_y), 0, 255).astype(np.int16)
+    want = [flat[:, i].astype(np.int16) for i in range(3)]
+
+    def per_pixel(block_values: np.ndarray) -> np.ndarray:
+        """Block values -> per pixel, flat."""
+        full = np.repeat(np.repeat(block_values, dy, axis=0), dx, axis=1)
+        return full.reshape(-1)
+
+    means = [_block_mean(c, (rows, cols), factors) for c in (exact_cb, exact_cr)]
+    low = [np.clip(np.floor(m), 0, 254).astype(np.int16) for m in means]
+    rounds_up = [np.rint(m) > f for m, f in zip(means, low, strict=True)]
+    best_error = np.full(low[0].shape, np.iinfo(np.int64).max, np.int64)
+    best_cb = low[0].copy()
+    best_cr = low[1].copy()
+    best_y = rounded_y.copy()
+    for dcb, dcr in itertools.product((0, 1), repeat=2):
+        cb_block, cr_block = low[0] + dcb, low[1] + dcr
+        cb, cr = per_pixel(cb_block), per_pixel(cr_block)
+        chroma = (
+            R_FROM_CR[cr].astype(np.int16),
+            _G_FROM_CBCR[cb.astype(np.intp) * 256 + cr],
+            B_FROM_CB[cb].astype(np.int16),
+        )
+        centre = sum(w - c for w, c in zip(want, chroma, strict=True)) / 3
+        y_low = np.floor(centre).astype(np.int16)
+        pixel_error = np.full(flat.shape[0], np.iinfo(np.int32).max, np.int32)
+        pixel_y = rounded_y.copy()
+        for candidate in (rounded_y, y_low, y_low + 1):
+            y = np.clip(candidate, 0, 255).astype(np.int16)
+            error = sum(
+                (_squared_miss(y + c, w) for c, w in zip(chroma, want, strict=True)),
+                start=np.zeros(flat.shape[0], np.int32),
+            )
+            better = error < pixel_error
+            np.copyto(pixel_error, error, where=better)
+            np.copyto(pixel_y, y, where=better)
+        block_error = pixel_error.reshape(rows // dy, dy, cols // dx, dx).sum(axis=(1, 3))
+        # Scaled by 4, the errors leave room for the tie-break: steps away from rounding.
+        block_error = block_error.astype(np.int64) * 4
+        block_error += (rounds_up[0] != bool(dcb)).astype(np.int64)
+        block_error += rounds_up[1] != bool(dcr)
+        better_block = block_error < best_error
+        np.copyto(best_error, block_error, where=better_block)
+        np.copyto(best_cb, cb_block, where=better_block)
+        np.copyto(best_cr, cr_block, where=better_block)
+        np.copyto(best_y, pixel_y, where=per_pixel(better_block))
+    return (
+        best_y.astype(np.uint8).reshape(rows, cols),
+        best_cb.astype(np.uint8),
+        best_cr.astype(np.uint8),
+    )
+
+
 # --------------------------------------------------------------------------- rate control
 
 MIN_LEVEL = 20.0  # dB; imagecodecs treats a level below 1 as lossless
@@ -525,6 +633,7 @@ class Jpeg2000Settings:
     header: CodestreamHeader
     ycbcr: bool  # the samples are YCbCr (33003) converted by the reader
     lossless: bool
+    chroma: tuple[int, int] | None = None  # (dx, dy) of subsampled Cb/Cr; None: 4:4:4
 
     @property
     def mct(self) -> bool:
@@ -533,6 +642,23 @@ class Jpeg2000Settings:
     @property
     def resolutions(self) -> int:
         return self.header.coding.levels + 1
+
+
+SUPPORTED_CHROMA = frozenset({(2, 1), (2, 2)})  # 4:2:2 and 4:2:0
+
+
+def _chroma_factors(header: CodestreamHeader, compression: int) -> tuple[int, int] | None:
+    """(dx, dy) of Cb and Cr when the tile is subsampled YCbCr svsicc can reproduce: Y at full
+    resolution, Cb and Cr alike, a tile size the factors divide (OpenSlide derives the factor
+    from the plane widths, so odd sizes would read wrongly anyway)."""
+    if compression != COMPRESSION_JP2K_YCBCR or len(header.components) != 3:
+        return None
+    y, cb, cr = ((c.dx, c.dy) for c in header.components)
+    if y != (1, 1) or cb != cr or cb not in SUPPORTED_CHROMA:
+        return None
+    if header.width % cb[0] or header.height % cb[1]:
+        return None
+    return cb
 
 
 def parse_settings(data: bytes, compression: int) -> Jpeg2000Settings:
@@ -545,13 +671,13 @@ def parse_settings(data: bytes, compression: int) -> Jpeg2000Settings:
         raise UnsupportedLayoutError(
             None, "JPEG 2000 tile samples are not 8-bit unsigned; only 8-bit RGB is supported"
         )
-    if header.subsampled:
+    if header.subsampled and _chroma_factors(header, compression) is None:
         factors = ", ".join(f"{c.dx}x{c.dy}" for c in header.components)
         raise UnsupportedLayoutError(
             None,
-            f"JPEG 2000 tile with chroma subsampling ({factors}) cannot be re-encoded faithfully: "
-            "the encoder cannot write subsampled components, and 4:4:4 would change what "
-            "tifffile/imagecodecs return for the tile",
+            f"JPEG 2000 tile with component subsampling {factors} cannot be re-encoded "
+            "faithfully: only 33003 YCbCr with full-resolution Y and Cb/Cr subsampled 2x1 "
+            "(4:2:2) or 2x2 (4:2:0), on a tile of even size, is supported",
             hint="the slide is left as it was",
         )
     if header.image_offset != (0, 0) or header.tile_offset != (0, 0):
@@ -566,6 +692,7 @@ def parse_settings(data: bytes, compression: int) -> Jpeg2000Settings:
         header=header,
         ycbcr=compression == COMPRESSION_JP2K_YCBCR,
         lossless=header.coding.reversible,
+        chroma=_chroma_factors(header, compression) if header.subsampled else None,
     )
 
 
@@ -602,6 +729,8 @@ class Jpeg2000Codec:
             raise Jpeg2000FormatError(
                 f"codestream is {header.width}x{header.height}, the tile is {cols}x{rows}"
             )
+        if settings.chroma is not None:
+            return bgrx_from_rgb(rgb_from_ycbcr(self._decode_subsampled(data, settings)))
         try:
             samples = imagecodecs.jpeg2k_decode(data, numthreads=1)
         except Exception as exc:  # imagecodecs raises its own error types
@@ -615,6 +744,8 @@ class Jpeg2000Codec:
         """Encode (rows, cols, 4) uint8 pixels in ``layout`` ("RGBX" or "BGRX")."""
         settings = self.settings_for(source)
         rgb = rgb_from_layout(pixels, layout)
+        if settings.chroma is not None:
+            return self._encode_subsampled(rgb, settings, len(source))
         if settings.ycbcr:
             samples = ycbcr_for_openslide(rgb) if settings.lossless else ycbcr_rounded(rgb)
         else:
@@ -639,6 +770,73 @@ class Jpeg2000Codec:
             )
         )
 
+    @staticmethod
+    def _decode_subsampled(data: bytes, settings: Jpeg2000Settings) -> np.ndarray:
+        """YCbCr samples at full resolution, chroma replicated as OpenSlide does.
+        (imagecodecs would convert subsampled YCbCr to RGB its own way.)"""
+        try:
+            decoded = openjpeg.decode(data)
+        except openjpeg.OpenJpegUnavailable as exc:
+            raise UnsupportedLayoutError(None, str(exc)) from None
+        except openjpeg.OpenJpegError as exc:
+            raise Jpeg2000FormatError(str(exc)) from None
+        header = settings.header
+        wanted = tuple((c.dx, c.dy) for c in header.components)
+        if (decoded.width, decoded.height) != (header.width, header.height) or (
+            decoded.subsampling != wanted
+        ):
+            raise Jpeg2000FormatError(
+                f"decodes to {decoded.width}x{decoded.height} with subsampling "
+                f"{decoded.subsampling}, the header says {header.width}x{header.height} {wanted}"
+            )
+        planes = tuple(np.clip(p, 0, 255).astype(np.uint8) for p in decoded.planes)
+        assert settings.chroma is not None
+        return upsample_chroma(planes, settings.chroma)
+
+    def _encode_subsampled(
+        self, rgb: np.ndarray, settings: Jpeg2000Settings, source_bytes: int
+    ) -> bytes:
+        assert settings.chroma is not None
+        if settings.lossless:
+            planes = subsampled_ycbcr_for_openslide(rgb, settings.chroma)
+            return self._finish(self._encode_openjpeg(planes, settings, 0.0), settings)
+        planes = subsampled_ycbcr(rgb, settings.chroma)
+        stream = self.rate.encode(
+            lambda level: self._encode_openjpeg(planes, settings, level), source_bytes
+        )
+        return self._finish(stream, settings)
+
+    @staticmethod
+    def _encode_openjpeg(
+        planes: tuple[np.ndarray, ...], settings: Jpeg2000Settings, level: float
+    ) -> bytes:
+        """Encode with the source's coding style (progression, code-blocks, precincts, SOP/EPH,
+        code-block style) and component sampling, in one quality layer."""
+        header = settings.header
+        coding = header.coding
+        cbw, cbh = coding.codeblock_exponents
+        options = openjpeg.EncodeOptions(
+            reversible=coding.reversible,
+            resolutions=coding.levels + 1,
+            psnr=0.0 if settings.lossless else level,
+            mct=coding.mct != 0,
+            progression=coding.progression,
+            codeblock=(1 << cbw, 1 << cbh),
+            codeblock_style=coding.codeblock_style,
+            precincts=tuple((1 << x, 1 << y) for x, y in coding.precinct_exponents)
+            if coding.precincts_signalled
+            else (),
+            sop=coding.sop,
+            eph=coding.eph,
+        )
+        factors = [(c.dx, c.dy) for c in header.components]
+        try:
+            return openjpeg.encode(planes, header.width, header.height, factors, options)
+        except openjpeg.OpenJpegError as exc:
+            raise UnsupportedLayoutError(
+                None, f"cannot re-encode a JPEG 2000 tile with {header.summary()}: {exc}"
+            ) from None
+
     def _finish(self, stream: bytes, settings: Jpeg2000Settings) -> bytes:
         """Check the encoder kept the source's parameters; give it the source's COD if that is
         packet-equivalent."""
@@ -649,6 +847,7 @@ class Jpeg2000Codec:
             and ours.coding.levels == source.coding.levels
             and ours.coding.mct == source.coding.mct
             and (ours.width, ours.height) == (source.width, source.height)
+            and [(c.dx, c.dy) for c in ours.components] == [(c.dx, c.dy) for c in source.components]
         )
         if not kept:
             raise UnsupportedLayoutError(

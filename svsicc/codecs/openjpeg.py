@@ -1,0 +1,638 @@
+"""A small ctypes binding to OpenJPEG 2.5 for what imagecodecs cannot do: encode and decode raw
+J2K codestreams whose components have different sampling (Aperio 33003 4:2:2 YCbCr), giving
+every coding parameter of the COD marker (progression, code-blocks, precincts, SOP/EPH) and a
+target PSNR (OpenJPEG's fixed-quality mode, what imagecodecs' ``level`` sets).
+
+The library is the one imagecodecs ships (``imagecodecs.libs/libopenjp2-*.so.2.5.*``), else
+Pillow's, else the system's. Struct layouts follow OpenJPEG 2.5's ``openjpeg.h``; on load the
+defaults the library writes into ``opj_cparameters_t`` are checked at fields spread over the
+whole struct, and the struct carries a guard tail that must come back untouched, so a library
+with another layout is refused (:class:`OpenJpegUnavailable`) instead of corrupting memory.
+
+Streams live in Python buffers reached through module-level callbacks keyed by an integer; a
+key is removed only after the OpenJPEG stream using it has been destroyed, so no callback can
+see a freed buffer. Errors OpenJPEG reports become :class:`OpenJpegError` with its message.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import itertools
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+OPJ_PATH_LEN = 4096
+OPJ_J2K_MAXRLVLS = 33
+JPWL_MAX_NO_TILESPECS = 16
+JPWL_MAX_NO_PACKSPECS = 16
+OPJ_CODEC_J2K = 0
+OPJ_CLRSPC_UNSPECIFIED = 0
+CSTY_PRECINCTS, CSTY_SOP, CSTY_EPH = 0x01, 0x02, 0x04
+PROGRESSIONS = ("LRCP", "RLCP", "RPCL", "PCRL", "CPRL")
+CODEBLOCK_STYLES = 0x3F  # bypass, reset, terminate all, vertical causal, predictable, segsym
+STREAM_CHUNK = 1 << 16
+MAX_COMPONENTS = 4
+MAX_SIDE = 1 << 16  # larger planes are not tiles; refusing them keeps allocations bounded
+GUARD = b"\xa5" * 4096  # absorbs (and reveals) a library whose parameter structs are larger
+
+c_size_t = ctypes.c_size_t
+c_int64 = ctypes.c_int64
+c_uint32 = ctypes.c_uint32
+c_int = ctypes.c_int
+
+
+class OpenJpegError(ValueError):
+    """OpenJPEG refused the input or failed; the message carries OpenJPEG's own words."""
+
+
+class OpenJpegUnavailable(OpenJpegError):
+    """No usable OpenJPEG 2.5 library was found."""
+
+
+class PocStruct(ctypes.Structure):  # opj_poc_t
+    _fields_ = [
+        ("resno0", c_uint32),
+        ("compno0", c_uint32),
+        ("layno1", c_uint32),
+        ("resno1", c_uint32),
+        ("compno1", c_uint32),
+        ("layno0", c_uint32),
+        ("precno0", c_uint32),
+        ("precno1", c_uint32),
+        ("prg1", c_int),
+        ("prg", c_int),
+        ("progorder", ctypes.c_char * 5),
+        ("tile", c_uint32),
+        ("tx0", ctypes.c_int32),
+        ("tx1", ctypes.c_int32),
+        ("ty0", ctypes.c_int32),
+        ("ty1", ctypes.c_int32),
+        *[(name, c_uint32) for name in ("layS", "resS", "compS", "prcS")],
+        *[(name, c_uint32) for name in ("layE", "resE", "compE", "prcE")],
+        *[(name, c_uint32) for name in ("txS", "txE", "tyS", "tyE", "dx", "dy")],
+        *[(name, c_uint32) for name in ("lay_t", "res_t", "comp_t", "prc_t", "tx0_t", "ty0_t")],
+    ]
+
+
+class CParameters(ctypes.Structure):  # opj_cparameters_t
+    _fields_ = [
+        ("tile_size_on", c_int),
+        ("cp_tx0", c_int),
+        ("cp_ty0", c_int),
+        ("cp_tdx", c_int),
+        ("cp_tdy", c_int),
+        ("cp_disto_alloc", c_int),
+        ("cp_fixed_alloc", c_int),
+        ("cp_fixed_quality", c_int),
+        ("cp_matrice", ctypes.c_void_p),
+        ("cp_comment", ctypes.c_char_p),
+        ("csty", c_int),
+        ("prog_order", c_int),
+        ("POC", PocStruct * 32),
+        ("numpocs", c_uint32),
+        ("tcp_numlayers", c_int),
+        ("tcp_rates", ctypes.c_float * 100),
+        ("tcp_distoratio", ctypes.c_float * 100),
+        ("numresolution", c_int),
+        ("cblockw_init", c_int),
+        ("cblockh_init", c_int),
+        ("mode", c_int),
+        ("irreversible", c_int),
+        ("roi_compno", c_int),
+        ("roi_shift", c_int),
+        ("res_spec", c_int),
+        ("prcw_init", c_int * OPJ_J2K_MAXRLVLS),
+        ("prch_init", c_int * OPJ_J2K_MAXRLVLS),
+        ("infile", ctypes.c_char * OPJ_PATH_LEN),
+        ("outfile", ctypes.c_char * OPJ_PATH_LEN),
+        ("index_on", c_int),
+        ("index", ctypes.c_char * OPJ_PATH_LEN),
+        ("image_offset_x0", c_int),
+        ("image_offset_y0", c_int),
+        ("subsampling_dx", c_int),
+        ("subsampling_dy", c_int),
+        ("decod_format", c_int),
+        ("cod_format", c_int),
+        ("jpwl_epc_on", c_int),
+        ("jpwl_hprot_MH", c_int),
+        ("jpwl_hprot_TPH_tileno", c_int * JPWL_MAX_NO_TILESPECS),
+        ("jpwl_hprot_TPH", c_int * JPWL_MAX_NO_TILESPECS),
+        ("jpwl_pprot_tileno", c_int * JPWL_MAX_NO_PACKSPECS),
+        ("jpwl_pprot_packno", c_int * JPWL_MAX_NO_PACKSPECS),
+        ("jpwl_pprot", c_int * JPWL_MAX_NO_PACKSPECS),
+        ("jpwl_sens_size", c_int),
+        ("jpwl_sens_addr", c_int),
+        ("jpwl_sens_range", c_int),
+        ("jpwl_sens_MH", c_int),
+        ("jpwl_sens_TPH_tileno", c_int * JPWL_MAX_NO_TILESPECS),
+        ("jpwl_sens_TPH", c_int * JPWL_MAX_NO_TILESPECS),
+        ("cp_cinema", c_int),
+        ("max_comp_size", c_int),
+        ("cp_rsiz", c_int),
+        ("tp_on", ctypes.c_char),
+        ("tp_flag", ctypes.c_char),
+        ("tcp_mct", ctypes.c_char),
+        ("jpip_on", c_int),
+        ("mct_data", ctypes.c_void_p),
+        ("max_cs_size", c_int),
+        ("rsiz", ctypes.c_uint16),
+    ]
+
+
+class GuardedCParameters(ctypes.Structure):
+    _fields_ = [("p", CParameters), ("guard", ctypes.c_char * len(GUARD))]
+
+
+class GuardedDParameters(ctypes.Structure):
+    """opj_dparameters_t is only ever filled with the library's defaults and passed back, so
+    its fields are not declared: 3 path buffers and a few ints fit in well under 16 KiB."""
+
+    _fields_ = [
+        ("opaque", ctypes.c_char * (3 * OPJ_PATH_LEN + 1024)),
+        ("guard", ctypes.c_char * len(GUARD)),
+    ]
+
+
+class ImageComp(ctypes.Structure):  # opj_image_comp_t
+    _fields_ = [
+        *[(name, c_uint32) for name in ("dx", "dy", "w", "h", "x0", "y0", "prec", "bpp")],
+        ("sgnd", c_uint32),
+        ("resno_decoded", c_uint32),
+        ("factor", c_uint32),
+        ("data", ctypes.POINTER(ctypes.c_int32)),
+        ("alpha", ctypes.c_uint16),
+    ]
+
+
+class Image(ctypes.Structure):  # opj_image_t
+    _fields_ = [
+        ("x0", c_uint32),
+        ("y0", c_uint32),
+        ("x1", c_uint32),
+        ("y1", c_uint32),
+        ("numcomps", c_uint32),
+        ("color_space", c_int),
+        ("comps", ctypes.POINTER(ImageComp)),
+        ("icc_profile_buf", ctypes.c_void_p),
+        ("icc_profile_len", c_uint32),
+    ]
+
+
+class ImageCompParam(ctypes.Structure):  # opj_image_cmptparm_t
+    _fields_ = [
+        (name, c_uint32) for name in ("dx", "dy", "w", "h", "x0", "y0", "prec", "bpp", "sgnd")
+    ]
+
+
+# Sizes on LP64 (Linux/macOS x86-64 and arm64) as the header lays the structs out.
+assert ctypes.sizeof(PocStruct) == 148
+assert ctypes.sizeof(ImageComp) == 64 and ctypes.sizeof(Image) == 48
+assert ctypes.sizeof(ImageCompParam) == 36
+
+MessageFn = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_void_p)
+ReadFn = ctypes.CFUNCTYPE(c_size_t, ctypes.c_void_p, c_size_t, ctypes.c_void_p)
+WriteFn = ctypes.CFUNCTYPE(c_size_t, ctypes.c_void_p, c_size_t, ctypes.c_void_p)
+SkipFn = ctypes.CFUNCTYPE(c_int64, c_int64, ctypes.c_void_p)
+SeekFn = ctypes.CFUNCTYPE(c_int, c_int64, ctypes.c_void_p)
+STREAM_FAILED = ctypes.c_size_t(-1).value
+
+
+# --------------------------------------------------------------------------- stream state
+
+
+@dataclass
+class _Call:
+    """One encode or decode: its byte buffer, position and OpenJPEG's error messages."""
+
+    data: bytearray = field(default_factory=bytearray)
+    position: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+_calls: dict[int, _Call] = {}
+_keys = itertools.count(1)
+_keys_lock = threading.Lock()
+
+
+def _call(user_data: int | None) -> _Call | None:
+    return _calls.get(user_data or 0)
+
+
+def _on_error(message: bytes | None, user_data: int | None) -> None:
+    call = _call(user_data)
+    if call is not None and message:
+        call.errors.append(message.decode("utf-8", "replace").strip())
+
+
+def _ignore(message: bytes | None, user_data: int | None) -> None:
+    return None
+
+
+def _read(buffer: int | None, size: int, user_data: int | None) -> int:
+    call = _call(user_data)
+    if call is None or not buffer:
+        return STREAM_FAILED
+    count = min(size, len(call.data) - call.position)
+    if count <= 0:
+        return STREAM_FAILED
+    chunk = (ctypes.c_char * count).from_buffer(call.data, call.position)
+    ctypes.memmove(buffer, chunk, count)
+    call.position += count
+    return count
+
+
+def _write(buffer: int | None, size: int, user_data: int | None) -> int:
+    call = _call(user_data)
+    if call is None or not buffer:
+        return STREAM_FAILED
+    end = call.position + size
+    if end > len(call.data):
+        call.data.extend(bytes(end - len(call.data)))
+    call.data[call.position : end] = ctypes.string_at(buffer, size)
+    call.position = end
+    return size
+
+
+def _skip(offset: int, user_data: int | None) -> int:
+    call = _call(user_data)
+    if call is None:
+        return -1
+    target = call.position + offset
+    if target < 0:
+        return -1
+    call.position = target
+    return offset
+
+
+def _seek(offset: int, user_data: int | None) -> int:
+    call = _call(user_data)
+    if call is None or offset < 0:
+        return 0
+    call.position = offset
+    return 1
+
+
+# Module-level objects: ctypes keeps a callback alive only as long as its Python object.
+_ON_ERROR = MessageFn(_on_error)
+_IGNORE = MessageFn(_ignore)
+_READ = ReadFn(_read)
+_WRITE = WriteFn(_write)
+_SKIP = SkipFn(_skip)
+_SEEK = SeekFn(_seek)
+
+
+# --------------------------------------------------------------------------- library
+
+
+def _candidates() -> list[Path | str]:
+    out: list[Path | str] = []
+    for package in ("imagecodecs", "PIL"):
+        try:
+            module = __import__(package)
+        except ImportError:
+            continue
+        site = Path(module.__file__ or "").resolve().parent.parent
+        libs = "pillow.libs" if package == "PIL" else f"{package}.libs"
+        out += sorted((site / libs).glob("libopenjp2*.so*"))
+    found = ctypes.util.find_library("openjp2")
+    if found:
+        out.append(found)
+    return out
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    vp = ctypes.c_void_p
+    signatures: dict[str, tuple[object, list[object]]] = {
+        "opj_version": (ctypes.c_char_p, []),
+        "opj_set_default_encoder_parameters": (None, [vp]),
+        "opj_set_default_decoder_parameters": (None, [vp]),
+        "opj_create_compress": (vp, [c_int]),
+        "opj_create_decompress": (vp, [c_int]),
+        "opj_destroy_codec": (None, [vp]),
+        "opj_setup_encoder": (c_int, [vp, vp, vp]),
+        "opj_setup_decoder": (c_int, [vp, vp]),
+        "opj_codec_set_threads": (c_int, [vp, c_int]),
+        "opj_set_error_handler": (c_int, [vp, MessageFn, vp]),
+        "opj_set_warning_handler": (c_int, [vp, MessageFn, vp]),
+        "opj_set_info_handler": (c_int, [vp, MessageFn, vp]),
+        "opj_image_create": (ctypes.POINTER(Image), [c_uint32, vp, c_int]),
+        "opj_image_destroy": (None, [vp]),
+        "opj_stream_create": (vp, [c_size_t, c_int]),
+        "opj_stream_destroy": (None, [vp]),
+        "opj_stream_set_read_function": (None, [vp, ReadFn]),
+        "opj_stream_set_write_function": (None, [vp, WriteFn]),
+        "opj_stream_set_skip_function": (None, [vp, SkipFn]),
+        "opj_stream_set_seek_function": (None, [vp, SeekFn]),
+        "opj_stream_set_user_data": (None, [vp, vp, vp]),
+        "opj_stream_set_user_data_length": (None, [vp, ctypes.c_uint64]),
+        "opj_start_compress": (c_int, [vp, vp, vp]),
+        "opj_encode": (c_int, [vp, vp]),
+        "opj_end_compress": (c_int, [vp, vp]),
+        "opj_read_header": (c_int, [vp, vp, ctypes.POINTER(ctypes.POINTER(Image))]),
+        "opj_decode": (c_int, [vp, vp, vp]),
+        "opj_end_decompress": (c_int, [vp, vp]),
+    }
+    for name, (restype, argtypes) in signatures.items():
+        function = getattr(lib, name)
+        function.restype = restype
+        function.argtypes = argtypes
+
+
+def _layout_matches(lib: ctypes.CDLL) -> bool:
+    """The library's encoder defaults land on the fields where this module declares them, and
+    its struct has exactly the declared size: it clears every byte of ours (pre-filled with a
+    marker) and writes nothing past them."""
+    params = GuardedCParameters()
+    ctypes.memset(ctypes.byref(params), 0x5A, ctypes.sizeof(CParameters))
+    params.guard = GUARD
+    lib.opj_set_default_encoder_parameters(ctypes.byref(params))
+    p = params.p
+    cleared = bytes(params)[: ctypes.sizeof(CParameters)].count(0x5A) == 0
+    return (
+        cleared
+        and bytes(params.guard) == GUARD
+        and (p.numresolution, p.cblockw_init, p.cblockh_init, p.prog_order) == (6, 64, 64, 0)
+        and (p.roi_compno, p.subsampling_dx, p.subsampling_dy) == (-1, 1, 1)
+        and (p.decod_format, p.cod_format, p.max_comp_size, p.rsiz) == (-1, -1, 0, 0)
+        and p.tcp_numlayers == 0
+        and p.max_cs_size == 0
+    )
+
+
+@cache
+def library() -> ctypes.CDLL:
+    """The first OpenJPEG 2.5 library found whose struct layout matches this module's."""
+    tried = []
+    for candidate in _candidates():
+        try:
+            lib = ctypes.CDLL(str(candidate))
+            _declare(lib)
+        except (OSError, AttributeError) as exc:
+            tried.append(f"{candidate}: {exc}")
+            continue
+        version = (lib.opj_version() or b"").decode()
+        if not version.startswith("2.5."):
+            tried.append(f"{candidate}: version {version}")
+        elif not _layout_matches(lib):
+            tried.append(f"{candidate}: opj_cparameters_t layout differs")
+        else:
+            return lib
+    raise OpenJpegUnavailable(
+        "no usable OpenJPEG 2.5 library (looked next to imagecodecs and Pillow and in the "
+        f"system paths): {'; '.join(tried) or 'none found'}"
+    )
+
+
+def version() -> str:
+    return str(library().opj_version().decode())
+
+
+# --------------------------------------------------------------------------- encode
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """What goes into the COD marker, plus the rate (``psnr``: target PSNR in dB of OpenJPEG's
+    fixed-quality mode, 0 for every bit plane, i.e. lossless with the 5/3 wavelet)."""
+
+    reversible: bool
+    resolutions: int
+    psnr: float = 0.0
+    mct: bool = False
+    progression: int = 0  # LRCP, RLCP, RPCL, PCRL, CPRL
+    codeblock: tuple[int, int] = (64, 64)
+    codeblock_style: int = 0
+    precincts: tuple[tuple[int, int], ...] = ()  # (width, height) per resolution, lowest first
+    sop: bool = False
+    eph: bool = False
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """Component planes as decoded (int32, rows x columns of each component) and their
+    subsampling factors on the reference grid."""
+
+    width: int
+    height: int
+    planes: tuple[np.ndarray, ...]
+    subsampling: tuple[tuple[int, int], ...]
+
+
+def _check_planes(
+    planes: Sequence[np.ndarray], width: int, height: int, subsampling: Sequence[tuple[int, int]]
+) -> list[np.ndarray]:
+    if not 1 <= len(planes) <= MAX_COMPONENTS or len(subsampling) != len(planes):
+        raise OpenJpegError(
+            f"need 1 to {MAX_COMPONENTS} planes with one subsampling each, "
+            f"got {len(planes)} and {len(subsampling)}"
+        )
+    if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE):
+        raise OpenJpegError(f"image size {width}x{height} is empty or too large")
+    out = []
+    for index, (plane, (dx, dy)) in enumerate(zip(planes, subsampling, strict=True)):
+        if not (1 <= dx <= 255 and 1 <= dy <= 255):
+            raise OpenJpegError(f"component {index}: subsampling {dx}x{dy} out of 1..255")
+        expected = (-(-height // dy), -(-width // dx))
+        array = np.asarray(plane)
+        if array.dtype != np.uint8 or array.shape != expected:
+            raise OpenJpegError(
+                f"component {index}: need a {expected[0]}x{expected[1]} uint8 plane, "
+                f"got {array.shape} {array.dtype}"
+            )
+        out.append(np.ascontiguousarray(array, dtype=np.int32))
+    return out
+
+
+def _set_parameters(params: CParameters, options: EncodeOptions, components: int) -> None:
+    if not 1 <= options.resolutions <= OPJ_J2K_MAXRLVLS:
+        raise OpenJpegError(f"{options.resolutions} resolutions; OpenJPEG allows 1 to 33")
+    # OpenJPEG accepts these unchecked and writes a stream that does not say what was asked.
+    if options.progression not in range(len(PROGRESSIONS)):
+        raise OpenJpegError(f"unknown progression order {options.progression}")
+    if options.codeblock_style & ~CODEBLOCK_STYLES:
+        raise OpenJpegError(
+            f"code-block style 0x{options.codeblock_style:02X} has bits OpenJPEG cannot encode "
+            "(high-throughput or reserved)"
+        )
+    params.tcp_numlayers = 1
+    if options.psnr > 0:
+        params.cp_fixed_quality = 1
+        params.tcp_distoratio[0] = options.psnr
+    else:
+        params.cp_disto_alloc = 1
+        params.tcp_rates[0] = 0.0  # every bit plane
+    params.irreversible = 0 if options.reversible else 1
+    params.numresolution = options.resolutions
+    params.tcp_mct = b"\x01" if options.mct and components >= 3 else b"\x00"
+    params.prog_order = options.progression
+    params.cblockw_init, params.cblockh_init = options.codeblock
+    params.mode = options.codeblock_style
+    csty = (CSTY_SOP if options.sop else 0) | (CSTY_EPH if options.eph else 0)
+    if options.precincts:
+        csty |= CSTY_PRECINCTS
+        # OpenJPEG takes the sizes highest resolution first.
+        ordered = list(reversed(options.precincts))[:OPJ_J2K_MAXRLVLS]
+        params.res_spec = len(ordered)
+        for index, (width, height) in enumerate(ordered):
+            params.prcw_init[index] = width
+            params.prch_init[index] = height
+    params.csty = csty
+
+
+def encode(
+    planes: Sequence[np.ndarray],
+    width: int,
+    height: int,
+    subsampling: Sequence[tuple[int, int]],
+    options: EncodeOptions,
+) -> bytes:
+    """A raw J2K codestream of 8-bit unsigned ``planes``; component i has
+    ceil(height / dy_i) x ceil(width / dx_i) samples (``subsampling[i] = (dx_i, dy_i)``)."""
+    samples = _check_planes(planes, width, height, subsampling)
+    lib = library()
+    params = GuardedCParameters()
+    params.guard = GUARD
+    lib.opj_set_default_encoder_parameters(ctypes.byref(params))
+    _set_parameters(params.p, options, len(samples))
+
+    component_params = (ImageCompParam * len(samples))()
+    for param, plane, (dx, dy) in zip(component_params, samples, subsampling, strict=True):
+        param.dx, param.dy = dx, dy
+        param.h, param.w = plane.shape
+        param.prec = param.bpp = 8
+        param.sgnd = 0
+    with _keys_lock:
+        key = next(_keys)
+    call = _calls[key] = _Call()
+    image = codec = stream = None
+    try:
+        image = lib.opj_image_create(
+            len(samples), ctypes.byref(component_params), OPJ_CLRSPC_UNSPECIFIED
+        )
+        if not image:
+            raise OpenJpegError("opj_image_create failed (out of memory?)")
+        image.contents.x0 = image.contents.y0 = 0
+        image.contents.x1, image.contents.y1 = width, height
+        for index, plane in enumerate(samples):
+            comp = image.contents.comps[index]
+            if not comp.data or (comp.h, comp.w) != plane.shape:
+                raise OpenJpegError(f"OpenJPEG laid out component {index} differently")
+            ctypes.memmove(comp.data, plane.ctypes.data, plane.nbytes)
+        codec = lib.opj_create_compress(OPJ_CODEC_J2K)
+        if not codec:
+            raise OpenJpegError("opj_create_compress failed")
+        _handlers(lib, codec, key)
+        lib.opj_codec_set_threads(codec, 1)
+        stream = _stream(lib, key, is_input=False)
+        ok = (
+            lib.opj_setup_encoder(codec, ctypes.byref(params), image)
+            and lib.opj_start_compress(codec, image, stream)
+            and lib.opj_encode(codec, stream)
+            and lib.opj_end_compress(codec, stream)
+        )
+        if not ok or call.errors:
+            raise OpenJpegError(_explain("encode", call))
+        if bytes(params.guard) != GUARD:
+            raise OpenJpegError("OpenJPEG wrote past its parameters: layout mismatch")
+        return bytes(call.data)
+    finally:
+        if stream:
+            lib.opj_stream_destroy(stream)
+        if codec:
+            lib.opj_destroy_codec(codec)
+        if image:
+            lib.opj_image_destroy(image)
+        del _calls[key]
+
+
+def decode(data: bytes) -> Decoded:
+    """Decode a raw J2K codestream of unsigned components of up to 8 bits."""
+    lib = library()
+    if len(data) < 4 or data[:2] != b"\xff\x4f":
+        raise OpenJpegError("not a raw JPEG 2000 codestream (no SOC marker)")
+    params = GuardedDParameters()
+    params.guard = GUARD
+    lib.opj_set_default_decoder_parameters(ctypes.byref(params))
+    if bytes(params.guard) != GUARD:
+        raise OpenJpegUnavailable("OpenJPEG's opj_dparameters_t is larger than expected")
+    with _keys_lock:
+        key = next(_keys)
+    call = _calls[key] = _Call(data=bytearray(data))
+    image = ctypes.POINTER(Image)()
+    codec = stream = None
+    try:
+        codec = lib.opj_create_decompress(OPJ_CODEC_J2K)
+        if not codec:
+            raise OpenJpegError("opj_create_decompress failed")
+        _handlers(lib, codec, key)
+        lib.opj_codec_set_threads(codec, 1)
+        stream = _stream(lib, key, is_input=True)
+        lib.opj_stream_set_user_data_length(stream, len(data))
+        ok = lib.opj_setup_decoder(codec, ctypes.byref(params)) and lib.opj_read_header(
+            stream, codec, ctypes.byref(image)
+        )
+        if not ok or not image:
+            raise OpenJpegError(_explain("read the header of", call))
+        if not (lib.opj_decode(codec, stream, image) and lib.opj_end_decompress(codec, stream)):
+            raise OpenJpegError(_explain("decode", call))
+        return _unpack(image.contents)
+    finally:
+        if stream:
+            lib.opj_stream_destroy(stream)
+        if codec:
+            lib.opj_destroy_codec(codec)
+        if image:
+            lib.opj_image_destroy(image)
+        del _calls[key]
+
+
+def _handlers(lib: ctypes.CDLL, codec: int, key: int) -> None:
+    lib.opj_set_error_handler(codec, _ON_ERROR, key)
+    lib.opj_set_warning_handler(codec, _IGNORE, None)
+    lib.opj_set_info_handler(codec, _IGNORE, None)
+
+
+def _stream(lib: ctypes.CDLL, key: int, *, is_input: bool) -> int:
+    stream = lib.opj_stream_create(STREAM_CHUNK, 1 if is_input else 0)
+    if not stream:
+        raise OpenJpegError("opj_stream_create failed")
+    if is_input:
+        lib.opj_stream_set_read_function(stream, _READ)
+    else:
+        lib.opj_stream_set_write_function(stream, _WRITE)
+    lib.opj_stream_set_skip_function(stream, _SKIP)
+    lib.opj_stream_set_seek_function(stream, _SEEK)
+    lib.opj_stream_set_user_data(stream, key, None)
+    return int(stream)
+
+
+def _explain(action: str, call: _Call) -> str:
+    detail = "; ".join(call.errors[:3]) or "no message"
+    return f"OpenJPEG could not {action} the codestream: {detail}"
+
+
+def _unpack(image: Image) -> Decoded:
+    width, height = image.x1 - image.x0, image.y1 - image.y0
+    if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE):
+        raise OpenJpegError(f"decoded image is {width}x{height}")
+    if not 1 <= image.numcomps <= MAX_COMPONENTS or not image.comps:
+        raise OpenJpegError(f"decoded image has {image.numcomps} components")
+    planes, factors = [], []
+    for index in range(image.numcomps):
+        comp = image.comps[index]
+        expected = (-(-height // max(comp.dy, 1)), -(-width // max(comp.dx, 1)))
+        if not comp.data or (comp.h, comp.w) != expected or comp.factor:
+            raise OpenJpegError(f"component {index} decoded to {comp.w}x{comp.h}, no data")
+        if comp.prec > 8 or comp.sgnd:
+            raise OpenJpegError(f"component {index} is {comp.prec}-bit signed={comp.sgnd}")
+        count = comp.w * comp.h
+        plane = np.ctypeslib.as_array(comp.data, shape=(count,)).reshape(comp.h, comp.w).copy()
+        planes.append(plane)
+        factors.append((int(comp.dx), int(comp.dy)))
+    return Decoded(width, height, tuple(planes), tuple(factors))
