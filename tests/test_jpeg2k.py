@@ -376,6 +376,25 @@ def test_422_output_reads_in_tifffile(subsampled_applied: dict[str, Applied]) ->
             assert np.abs(stored.astype(np.int16) - seen).max() <= 1
 
 
+def test_420_lossy_with_two_workers(crop: np.ndarray, tmp_path: Path) -> None:
+    """4:2:0 (Cb and Cr at XRsiz 2 and YRsiz 2) takes the same path: OpenSlide replicates the
+    chroma over 2x2 blocks, svsicc decodes alike and keeps the sampling."""
+    spec = preset("jp2k-33003", j2k_chroma=(2, 2), downsamples=(1,))
+    original = write_slide(tmp_path / "o.svs", crop[:512, :512], spec)
+    applied = Applied.run(original, tmp_path / "a.svs", profile=SCANSCOPE, workers=2)
+    assert_codestreams_keep_parameters(original, applied.output)
+    assert siz_subsampling(tiles(applied.output, 0)[0]) == [(1, 1), (2, 2), (2, 2)]
+    (figures,) = level_figures(applied)
+    print("33003 4:2:0 lossy:", figures)
+    assert figures.psnr >= MIN_PSNR and figures.mean_abs <= MAX_MEAN_ABS, figures
+    assert abs(figures.size_ratio - 1) <= MAX_SIZE_DEVIATION, figures
+    codec = Jpeg2000Codec(33003)
+    for index, stream in enumerate(tiles(original, 0)):
+        row, col = divmod(index, 2)
+        part = applied.before[0][row * 256 : (row + 1) * 256, col * 256 : (col + 1) * 256]
+        assert np.array_equal(codec.decode(stream, 256, 256)[..., 2::-1], part)
+
+
 # -- the OpenJPEG binding ------------------------------------------------------------------------
 
 

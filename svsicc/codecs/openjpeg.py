@@ -528,7 +528,8 @@ def encode(
         if not codec:
             raise OpenJpegError("opj_create_compress failed")
         _handlers(lib, codec, key)
-        lib.opj_codec_set_threads(codec, 1)
+        # 0: code in the calling thread (1 would start one worker thread); the pool parallelises.
+        lib.opj_codec_set_threads(codec, 0)
         stream = _stream(lib, key, is_input=False)
         ok = (
             lib.opj_setup_encoder(codec, ctypes.byref(params), image)
@@ -571,7 +572,8 @@ def decode(data: bytes) -> Decoded:
         if not codec:
             raise OpenJpegError("opj_create_decompress failed")
         _handlers(lib, codec, key)
-        lib.opj_codec_set_threads(codec, 1)
+        # 0: code in the calling thread (1 would start one worker thread); the pool parallelises.
+        lib.opj_codec_set_threads(codec, 0)
         stream = _stream(lib, key, is_input=True)
         lib.opj_stream_set_user_data_length(stream, len(data))
         ok = lib.opj_setup_decoder(codec, ctypes.byref(params)) and lib.opj_read_header(
