@@ -34,11 +34,12 @@ SUPPORTED_COMPRESSIONS = (1, 5, COMPRESSION_JPEG, COMPRESSION_JP2K_YCBCR, COMPRE
 # each holds about 2 x 256 KiB of pixels at a time.
 IN_PROCESS_BATCH = 16
 MAX_POOL_BATCH = 32
-# Pages with an adaptive codec (JPEG 2000 rate control): the parent encodes each one's first
-# WARMUP_SEGMENTS itself, then every batch, of a size that does not depend on the worker count,
-# starts from what the codec learned there. Output bytes are then the same for any --workers.
+# Pages with an adaptive codec (JPEG 2000 rate control): the parent encodes WARMUP_SEGMENTS of
+# each, spread over the page; every later batch, of a size that does not depend on the worker
+# count, starts from what the codec learned there. Output bytes are then the same for any
+# --workers.
 WARMUP_SEGMENTS = 16
-ADAPTIVE_BATCH = 16
+ADAPTIVE_BATCH = 32
 CODEC_ERRORS = (JpegFormatError, LosslessFormatError, ValueError, RuntimeError)
 
 
@@ -339,13 +340,15 @@ def process_segments(
         batches = batched(tasks, size)
         yield from _on_pool(slide, pages, table, table_file, pool, keep_bad, batches, ())
         return
-    # Warm-up: each adaptive page's first segments, encoded here in task order.
+    # Warm-up: a sample of each adaptive page's segments, encoded here.
     warm: dict[int, bytes | BadSegment] = {}
     for page in sorted(adaptive):
-        first = [i for i, t in enumerate(tasks) if t.page == page][:WARMUP_SEGMENTS]
-        group = [tasks[i] for i in first]
+        ours = [i for i, t in enumerate(tasks) if t.page == page]
+        # Spread over the page: its first tiles are often all glass, a poor model of the rest.
+        sample = sorted({ours[k * len(ours) // WARMUP_SEGMENTS] for k in range(WARMUP_SEGMENTS)})
+        group = [tasks[i] for i in sample]
         datas = [read_segment(fh, task) for task in group]
-        warm.update(zip(first, processor.process_many(group, datas), strict=True))
+        warm.update(zip(sample, processor.process_many(group, datas), strict=True))
     learned = tuple(processor.learned().items())
     rest = [t for i, t in enumerate(tasks) if i not in warm]
     batches = batched(rest, ADAPTIVE_BATCH)

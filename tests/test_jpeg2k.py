@@ -516,3 +516,22 @@ def test_rate_control_keeps_the_page_total_and_spares_blank_tiles() -> None:
     assert rate.encodes / rate.tiles < 3
     assert sum(abs(r - 1) > 0.2 for r in tissue_ratios) > len(tissue_ratios) // 4
     assert set(blank_levels) == {70}
+
+
+def test_output_bytes_do_not_depend_on_the_worker_count(
+    tmp_path: Path, scanscope_bytes: bytes
+) -> None:
+    """The rate control adapts to the tiles it has seen; the engine makes that history the same
+    for any --workers (warm-up in the parent, fixed batches), so the copy is byte-identical."""
+    from svsicc.engine import ADAPTIVE_BATCH, WARMUP_SEGMENTS
+    from svsicc.synthetic import mosaic
+
+    pixels = mosaic(load_real_pixels(), 2304, 1536, seed=11)
+    spec = preset("jp2k-33005", profile=scanscope_bytes, downsamples=(1,), with_label=False)
+    original = write_slide(tmp_path / "original.svs", pixels, spec)
+    assert len(tiles(original, 0)) > WARMUP_SEGMENTS + ADAPTIVE_BATCH  # several batches
+    one = svsicc.apply(original, tmp_path / "one.svs", workers=1)
+    two = svsicc.apply(original, tmp_path / "two.svs", workers=2)
+    assert one.segments_rewritten == two.segments_rewritten >= 54
+    assert (tmp_path / "one.svs").read_bytes() == (tmp_path / "two.svs").read_bytes()
+    assert 0.9 <= one.pages[0].bytes_after / one.pages[0].bytes_before <= 1.1

@@ -18,9 +18,9 @@ COD segment is spliced in so even the progression order and precinct signalling 
 Rate: imagecodecs offers no byte budget, only a target PSNR (``level``). :class:`RateControl`
 spreads each page's source bytes over its tiles at equal rate-distortion slope (what minimises
 the page's squared error), searching each tile's level with 1.6 encodes on average (tcga); the
-page total stays within a few per cent of the source's. The state is per codec, i.e. per page
-and worker process, so with a pool the bytes depend on which worker got which tiles (quality
-and size do not, measurably); one worker is deterministic.
+page total stays within a few per cent of the source's. The codec is an ``AdaptiveCodec``: the
+engine fits the page model on a sample of the page's tiles, then starts every batch of tiles
+from that model (without the sample's debt), so the bytes are the same for any worker count.
 
 Chroma-subsampled 33003 (Cb and Cr at XRsiz 2, "4:2:2", as some Aperio scanners write, or also
 YRsiz 2, 4:2:0) goes through svsicc's own OpenJPEG binding (:mod:`.openjpeg`), because imagecodecs
@@ -35,6 +35,7 @@ reachable. Other subsampled layouts (33005, subsampled Y, odd tile sizes) are re
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import struct
@@ -707,6 +708,19 @@ class Jpeg2000Codec:
         self.compression = compression
         self.rate = RateControl()
         self._settings: dict[bytes, Jpeg2000Settings] = {}
+
+    # AdaptiveCodec: the rate control's model of the page is what steers later encodes.
+    def learned_state(self) -> object:
+        """The model of the page, without its debt: every batch starts from this state, and a
+        surplus carried into each would be repaid once per batch."""
+        state = copy.deepcopy(self.rate)
+        state.written_bytes = state.source_bytes
+        return state
+
+    def restore_state(self, state: object) -> None:
+        if not isinstance(state, RateControl):
+            raise TypeError(f"not a JPEG 2000 rate-control state: {type(state).__name__}")
+        self.rate = copy.deepcopy(state)
 
     def settings_for(self, data: bytes) -> Jpeg2000Settings:
         try:
