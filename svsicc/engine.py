@@ -202,37 +202,49 @@ def read_segment(fh: SeekableReader, task: SegmentTask) -> bytes:
 _worker_state: dict[str, object] = {}
 
 
+def _worker_table(task: BatchTask) -> ColourTable | None:
+    if task.table_file is None:
+        return None
+    cached = _worker_state.get("table")
+    if isinstance(cached, ColourTable) and _worker_state.get("table_file") == task.table_file:
+        return cached
+    table = ColourTable.from_file(Path(task.table_file))
+    _worker_state["table"] = table
+    _worker_state["table_file"] = task.table_file
+    return table
+
+
 def _worker_processor(task: BatchTask) -> SegmentProcessor:
     """The processor for this task's slide, kept for the slide's next batch."""
     key = (task.slide, task.table_file, task.pages, task.keep_bad)
     processor = _worker_state.get("processor")
     if _worker_state.get("key") != key or not isinstance(processor, SegmentProcessor):
-        table = None
-        if task.table_file is not None:
-            cached = _worker_state.get("table")
-            if (
-                isinstance(cached, ColourTable)
-                and _worker_state.get("table_file") == task.table_file
-            ):
-                table = cached
-            else:
-                table = ColourTable.from_file(Path(task.table_file))
-            _worker_state["table"] = table
-            _worker_state["table_file"] = task.table_file
-        processor = SegmentProcessor(task.slide, task.pages, table, task.keep_bad)
+        processor = SegmentProcessor(task.slide, task.pages, _worker_table(task), task.keep_bad)
         _worker_state["processor"] = processor
         _worker_state["key"] = key
     return processor
 
 
-def run_batch(task: BatchTask) -> list[bytes | BadSegment]:
-    processor = _worker_processor(task)
+def _read_all(task: BatchTask) -> list[bytes]:
     # Opened per batch, not kept: a worker must not hold a slide (or a deleted temporary copy
     # of one) open after its last batch.
     with open(task.slide, "rb") as fh:
-        datas = [read_segment(fh, seg) for seg in task.segments]
+        return [read_segment(fh, seg) for seg in task.segments]
+
+
+def run_batch(task: BatchTask) -> list[bytes | BadSegment]:
+    processor = _worker_processor(task)
+    datas = _read_all(task)
     processor.restore(task.learned)
     return processor.process_many(task.segments, datas)
+
+
+def run_warmup(task: BatchTask) -> tuple[list[bytes | BadSegment], dict[int, object]]:
+    """One adaptive page's sample, through codecs that have seen nothing before it."""
+    processor = SegmentProcessor(task.slide, task.pages, _worker_table(task), task.keep_bad)
+    results = processor.process_many(task.segments, _read_all(task))
+    page = task.segments[0].page
+    return results, {page: processor.learned()[page]}
 
 
 _DEFERRED_SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -340,16 +352,26 @@ def process_segments(
         batches = batched(tasks, size)
         yield from _on_pool(slide, pages, table, table_file, pool, keep_bad, batches, ())
         return
-    # Warm-up: a sample of each adaptive page's segments, encoded here.
-    warm: dict[int, bytes | BadSegment] = {}
+    # Warm-up: a sample of each adaptive page's segments, one page per worker.
+    samples: dict[int, list[int]] = {}
     for page in sorted(adaptive):
         ours = [i for i, t in enumerate(tasks) if t.page == page]
         # Spread over the page: its first tiles are often all glass, a poor model of the rest.
-        sample = sorted({ours[k * len(ours) // WARMUP_SEGMENTS] for k in range(WARMUP_SEGMENTS)})
-        group = [tasks[i] for i in sample]
-        datas = [read_segment(fh, task) for task in group]
-        warm.update(zip(sample, processor.process_many(group, datas), strict=True))
-    learned = tuple(processor.learned().items())
+        samples[page] = sorted(
+            {ours[k * len(ours) // WARMUP_SEGMENTS] for k in range(WARMUP_SEGMENTS)}
+        )
+    warm: dict[int, bytes | BadSegment] = {}
+    if on_pool:
+        assert pool is not None
+        learned = _warm_up_on_pool(
+            _pool_table_path(table, table_file), pages, pool, keep_bad, slide, tasks, samples, warm
+        )
+    else:
+        for sample in samples.values():
+            group = [tasks[i] for i in sample]
+            datas = [read_segment(fh, task) for task in group]
+            warm.update(zip(sample, processor.process_many(group, datas), strict=True))
+        learned = tuple(processor.learned().items())
     rest = [t for i, t in enumerate(tasks) if i not in warm]
     batches = batched(rest, ADAPTIVE_BATCH)
     if on_pool:
@@ -376,6 +398,46 @@ def _in_process(
         yield from zip(group, processor.process_many(group, datas), strict=True)
 
 
+def _pool_table_path(table: ColourTable | None, table_file: Path | None) -> str | None:
+    table_path = None if table is None else str(table_file)
+    if table is not None:
+        # Workers forked from here share this copy instead of loading their own (64 MB each).
+        _worker_state["table"] = table
+        _worker_state["table_file"] = table_path
+    return table_path
+
+
+def _warm_up_on_pool(
+    table_path: str | None,
+    pages: tuple[PageJob, ...],
+    pool: WorkerPool,
+    keep_bad: bool,
+    slide: Path,
+    tasks: list[SegmentTask],
+    samples: dict[int, list[int]],
+    warm: dict[int, bytes | BadSegment],
+) -> tuple[tuple[int, object], ...]:
+    """Run each page's warm-up sample as one pool task; fill ``warm``, return the states."""
+    executor = pool.executor()
+    futures: list[tuple[list[int], Future[tuple[list[bytes | BadSegment], dict[int, object]]]]]
+    futures = []
+    try:
+        for sample in samples.values():
+            segments = tuple(tasks[i] for i in sample)
+            task = BatchTask(str(slide), table_path, pages, segments, keep_bad)
+            with _interrupts_deferred():
+                futures.append((sample, executor.submit(run_warmup, task)))
+        learned: dict[int, object] = {}
+        for sample, future in futures:
+            results, state = future.result()
+            warm.update(zip(sample, results, strict=True))
+            learned.update(state)
+        return tuple(sorted(learned.items(), key=lambda item: item[0]))
+    finally:
+        for _, future in futures:
+            future.cancel()
+
+
 def _on_pool(
     slide: Path,
     pages: tuple[PageJob, ...],
@@ -386,11 +448,7 @@ def _on_pool(
     batches: Iterable[tuple[SegmentTask, ...]],
     learned: tuple[tuple[int, object], ...],
 ) -> Iterator[tuple[SegmentTask, bytes | BadSegment]]:
-    table_path = None if table is None else str(table_file)
-    if table is not None:
-        # Workers forked from here share this copy instead of loading their own (64 MB each).
-        _worker_state["table"] = table
-        _worker_state["table_file"] = table_path
+    table_path = _pool_table_path(table, table_file)
     executor = pool.executor()
     window: deque[tuple[tuple[SegmentTask, ...], Future[list[bytes | BadSegment]]]] = deque()
     # A bounded window keeps memory flat however large the slide is.
