@@ -102,6 +102,51 @@ def test_pixel_layouts_encode_alike(tissue: np.ndarray) -> None:
     assert codec.encode(bgrx, "BGRX", source) == codec.encode(rgbx, "RGBX", source)
 
 
+@pytest.mark.parametrize("optimize", [False, True])
+def test_cached_headers_give_the_stream_a_full_splice_gives(
+    monkeypatch: pytest.MonkeyPatch, optimize: bool
+) -> None:
+    """Headers are spliced once per distinct encoder header and reused; the bytes must be what
+    splicing every tile afresh gives, for the real Aperio tiles and for optimised tables."""
+    from svsicc.codecs import jpeg
+
+    with tifffile.TiffFile(CMU_SMALL) as tif:
+        page = tif.pages[0]
+        tables = page.tags[347].value
+        sources = []
+        for index in range(0, 130, 9):
+            tif.filehandle.seek(page.dataoffsets[index])
+            sources.append(tif.filehandle.read(page.databytecounts[index]))
+    if optimize:  # GT450-like complete streams with per-tile Huffman tables
+        rgb = [JpegCodec(tables, 2).decode(t, 240, 240)[..., 2::-1].copy() for t in sources]
+        sources = [encode_pillow(x, quality=85, optimize=True) for x in rgb]
+        tables, photometric = None, 6
+    else:
+        photometric = 2
+    cached = JpegCodec(tables, photometric)
+    with monkeypatch.context() as patch:
+        patch.setattr(jpeg, "MAX_CACHED_HEADERS", 0)
+        fresh = JpegCodec(tables, photometric)
+        expected = [fresh.encode(fresh.decode(t, 240, 240), "BGRX", t) for t in sources]
+        assert not fresh._spliced
+    got = [cached.encode(cached.decode(t, 240, 240), "BGRX", t) for t in sources]
+    assert got == expected
+    assert len(cached._spliced) == (len(sources) if optimize else 1)
+
+
+def test_scan_data_start_skips_fill_bytes() -> None:
+    from svsicc.codecs.jpeg import scan_data_start
+
+    stream = encode_pillow(np.zeros((16, 16, 3), np.uint8), quality=90)
+    start = scan_data_start(stream)
+    padded = stream[:2] + b"\xff\xff" + stream[2:]
+    assert scan_data_start(padded) == start + 2
+    sos = stream.rfind(b"\xff\xda", 0, start)
+    assert sos > 0 and sos + 2 + int.from_bytes(stream[sos + 2 : sos + 4], "big") == start
+    with pytest.raises(JpegFormatError):
+        scan_data_start(stream[:20])
+
+
 @pytest.mark.parametrize(
     ("options", "photometric", "message"),
     [

@@ -50,6 +50,7 @@ PHOTOMETRIC_RGB = 2
 PHOTOMETRIC_YCBCR = 6
 
 _PILLOW_SUBSAMPLING = {(1, 1): 0, (2, 1): 1, (2, 2): 2}
+MAX_CACHED_HEADERS = 64  # optimised Huffman tables differ per tile: do not cache those forever
 
 
 class JpegFormatError(ValueError):
@@ -271,6 +272,7 @@ class JpegCodec:
         self._shared = TableSet.from_jpeg_tables(jpeg_tables)
         self._photometric = photometric
         self._settings: dict[bytes, JpegSettings] = {}
+        self._spliced: dict[tuple[int, bytes], bytes] = {}
 
     def settings_for(self, tile: bytes) -> JpegSettings:
         sos = tile.find(b"\xff\xda")
@@ -324,7 +326,34 @@ class JpegCodec:
             options["restart_marker_blocks"] = settings.restart_interval
         buf = io.BytesIO()
         image.save(buf, "JPEG", **options)
-        return splice(buf.getvalue(), settings)
+        encoded = buf.getvalue()
+        # The encoder writes the same headers for every tile of a kind (Huffman tables change
+        # only when optimised): splice each distinct header once, then reuse it.
+        scan = scan_data_start(encoded)
+        key = (id(settings), encoded[:scan])  # settings live in self._settings: ids are stable
+        header = self._spliced.get(key)
+        if header is None:
+            header = splice(encoded[:scan] + b"\xff\xd9", settings)[:-2]
+            if len(self._spliced) < MAX_CACHED_HEADERS:
+                self._spliced[key] = header
+        return header + encoded[scan:]
+
+
+def scan_data_start(data: bytes) -> int:
+    """Offset of the entropy-coded data: just after the first SOS segment."""
+    pos = 2
+    n = len(data)
+    while pos + 4 <= n:
+        if data[pos] != 0xFF:
+            raise JpegFormatError(f"expected a marker at byte {pos}")
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        pos += 2 + (data[pos + 2] << 8 | data[pos + 3])
+        if marker == SOS:
+            return pos
+    raise JpegFormatError("no SOS marker")
 
 
 def splice(encoded: bytes, settings: JpegSettings) -> bytes:
