@@ -437,6 +437,60 @@ def test_binding_bad_input_is_a_python_error() -> None:
             openjpeg.decode(broken)
 
 
+def _big_planes() -> tuple[list[np.ndarray], list[tuple[int, int]]]:
+    """A 512x512 4:2:2 image of noise: its stream is several of the binding's 64 KiB chunks."""
+    rng = np.random.default_rng(5)
+    planes = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in ((512, 512), (512, 256))]
+    return [planes[0], planes[1], planes[1]], [(1, 1), (2, 1), (2, 1)]
+
+
+@pytest.mark.parametrize(("stage", "nth"), [("_write", 1), ("_write", 2), ("_read", 1)])
+def test_exception_in_a_callback_propagates(
+    monkeypatch: pytest.MonkeyPatch, stage: str, nth: int
+) -> None:
+    """A Ctrl-C landing inside a stream callback must surface as KeyboardInterrupt: ctypes cannot
+    raise through C, and OpenJPEG given an undefined return value looped forever or wrote a
+    stream with a chunk missing."""
+    import sys
+
+    planes, subsampling = _big_planes()
+    lossless = openjpeg.EncodeOptions(reversible=True, resolutions=3)
+    stream = openjpeg.encode(planes, 512, 512, subsampling, lossless)
+    assert len(stream) > 2 * openjpeg.STREAM_CHUNK
+    real_call = openjpeg._call
+    seen = {"n": 0}
+
+    def interrupting(user_data: int | None) -> object:
+        if sys._getframe(1).f_code.co_name == stage:
+            seen["n"] += 1
+            if seen["n"] == nth:
+                raise KeyboardInterrupt
+        return real_call(user_data)
+
+    monkeypatch.setattr(openjpeg, "_call", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        if stage == "_read":
+            openjpeg.decode(stream)
+        else:
+            openjpeg.encode(planes, 512, 512, subsampling, lossless)
+    assert seen["n"] == nth and not openjpeg._calls
+    monkeypatch.undo()
+    assert openjpeg.encode(planes, 512, 512, subsampling, lossless) == stream
+
+
+def test_header_is_checked_before_decoding() -> None:
+    """A SIZ claiming 16000x16000 makes OpenJPEG allocate gigabytes: refused from the header."""
+    plane = np.zeros((64, 64), np.uint8)
+    options = openjpeg.EncodeOptions(reversible=True, resolutions=2)
+    stream = openjpeg.encode([plane], 64, 64, [(1, 1)], options)
+    assert openjpeg.decode(stream, expected=(64, 64)).width == 64
+    claiming = bytearray(stream)
+    siz = claiming.index(b"\xff\x51")
+    struct.pack_into(">II", claiming, siz + 6, 16000, 16000)  # Xsiz, Ysiz
+    with pytest.raises(openjpeg.OpenJpegError, match="16000x16000, expected 64x64"):
+        openjpeg.decode(bytes(claiming), expected=(64, 64))
+
+
 # -- codestream details --------------------------------------------------------------------------
 
 

@@ -789,7 +789,7 @@ class Jpeg2000Codec:
         """YCbCr samples at full resolution, chroma replicated as OpenSlide does.
         (imagecodecs would convert subsampled YCbCr to RGB its own way.)"""
         try:
-            decoded = openjpeg.decode(data)
+            decoded = openjpeg.decode(data, (settings.header.width, settings.header.height))
         except openjpeg.OpenJpegUnavailable as exc:
             raise UnsupportedLayoutError(None, str(exc)) from None
         except openjpeg.OpenJpegError as exc:

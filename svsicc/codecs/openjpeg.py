@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import itertools
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -213,6 +215,33 @@ class _Call:
     data: bytearray = field(default_factory=bytearray)
     position: int = 0
     errors: list[str] = field(default_factory=list)
+    # An exception raised in a callback (KeyboardInterrupt included). ctypes cannot raise it
+    # through C and would hand OpenJPEG an undefined return value; the callback returns failure
+    # instead and the exception is re-raised once OpenJPEG has returned.
+    exception: BaseException | None = None
+
+    def reraise(self) -> None:
+        if self.exception is not None:
+            raise self.exception
+
+
+def _guarded(failure: int | None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Run a callback body; on any exception remember it on its call and return ``failure``."""
+
+    def wrap(body: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(body)
+        def callback(*args: Any) -> Any:
+            try:
+                return body(*args)
+            except BaseException as exc:  # noqa: BLE001 - re-raised by encode/decode
+                call = _call(args[-1])
+                if call is not None and call.exception is None:
+                    call.exception = exc
+                return failure
+
+        return callback
+
+    return wrap
 
 
 _calls: dict[int, _Call] = {}
@@ -224,6 +253,7 @@ def _call(user_data: int | None) -> _Call | None:
     return _calls.get(user_data or 0)
 
 
+@_guarded(None)
 def _on_error(message: bytes | None, user_data: int | None) -> None:
     call = _call(user_data)
     if call is not None and message:
@@ -234,6 +264,7 @@ def _ignore(message: bytes | None, user_data: int | None) -> None:
     return None
 
 
+@_guarded(STREAM_FAILED)
 def _read(buffer: int | None, size: int, user_data: int | None) -> int:
     call = _call(user_data)
     if call is None or not buffer:
@@ -247,6 +278,7 @@ def _read(buffer: int | None, size: int, user_data: int | None) -> int:
     return count
 
 
+@_guarded(STREAM_FAILED)
 def _write(buffer: int | None, size: int, user_data: int | None) -> int:
     call = _call(user_data)
     if call is None or not buffer:
@@ -259,6 +291,7 @@ def _write(buffer: int | None, size: int, user_data: int | None) -> int:
     return size
 
 
+@_guarded(-1)
 def _skip(offset: int, user_data: int | None) -> int:
     call = _call(user_data)
     if call is None:
@@ -270,6 +303,7 @@ def _skip(offset: int, user_data: int | None) -> int:
     return offset
 
 
+@_guarded(0)
 def _seek(offset: int, user_data: int | None) -> int:
     call = _call(user_data)
     if call is None or offset < 0:
@@ -537,6 +571,7 @@ def encode(
             and lib.opj_encode(codec, stream)
             and lib.opj_end_compress(codec, stream)
         )
+        call.reraise()
         if not ok or call.errors:
             raise OpenJpegError(_explain("encode", call))
         if bytes(params.guard) != GUARD:
@@ -552,8 +587,9 @@ def encode(
         del _calls[key]
 
 
-def decode(data: bytes) -> Decoded:
-    """Decode a raw J2K codestream of unsigned components of up to 8 bits."""
+def decode(data: bytes, expected: tuple[int, int] | None = None) -> Decoded:
+    """Decode a raw J2K codestream of unsigned components of up to 8 bits; ``expected``
+    (width, height) is checked against the header before anything is decoded."""
     lib = library()
     if len(data) < 4 or data[:2] != b"\xff\x4f":
         raise OpenJpegError("not a raw JPEG 2000 codestream (no SOC marker)")
@@ -579,9 +615,14 @@ def decode(data: bytes) -> Decoded:
         ok = lib.opj_setup_decoder(codec, ctypes.byref(params)) and lib.opj_read_header(
             stream, codec, ctypes.byref(image)
         )
+        call.reraise()
         if not ok or not image:
             raise OpenJpegError(_explain("read the header of", call))
-        if not (lib.opj_decode(codec, stream, image) and lib.opj_end_decompress(codec, stream)):
+        # Checked before decoding: OpenJPEG allocates what the header claims (gigabytes).
+        _check_header(image.contents, expected)
+        decoded = lib.opj_decode(codec, stream, image) and lib.opj_end_decompress(codec, stream)
+        call.reraise()
+        if not decoded:
             raise OpenJpegError(_explain("decode", call))
         return _unpack(image.contents)
     finally:
@@ -617,6 +658,22 @@ def _stream(lib: ctypes.CDLL, key: int, *, is_input: bool) -> int:
 def _explain(action: str, call: _Call) -> str:
     detail = "; ".join(call.errors[:3]) or "no message"
     return f"OpenJPEG could not {action} the codestream: {detail}"
+
+
+def _check_header(image: Image, expected: tuple[int, int] | None) -> None:
+    width, height = image.x1 - image.x0, image.y1 - image.y0
+    if expected is not None and (width, height) != expected:
+        raise OpenJpegError(
+            f"codestream header says {width}x{height}, expected {expected[0]}x{expected[1]}"
+        )
+    if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE):
+        raise OpenJpegError(f"codestream header says {width}x{height}")
+    if not 1 <= image.numcomps <= MAX_COMPONENTS or not image.comps:
+        raise OpenJpegError(f"codestream header says {image.numcomps} components")
+    for index in range(image.numcomps):
+        comp = image.comps[index]
+        if comp.prec > 8 or comp.sgnd:
+            raise OpenJpegError(f"component {index} is {comp.prec}-bit signed={comp.sgnd}")
 
 
 def _unpack(image: Image) -> Decoded:
