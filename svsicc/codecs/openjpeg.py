@@ -153,7 +153,7 @@ class GuardedCParameters(ctypes.Structure):
 
 class GuardedDParameters(ctypes.Structure):
     """opj_dparameters_t is only ever filled with the library's defaults and passed back, so
-    its fields are not declared: 3 path buffers and a few ints fit in well under 16 KiB."""
+    its fields are not declared: its 2 path buffers and a few ints fit in the space reserved."""
 
     _fields_ = [
         ("opaque", ctypes.c_char * (3 * OPJ_PATH_LEN + 1024)),
