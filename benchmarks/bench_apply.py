@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import resource
@@ -514,18 +515,22 @@ def memory_check(work: Path, env: dict[str, str], style: str, small: int, reps: 
 def machine_line() -> str:
     import imagecodecs
     import PIL
-    import pyvips
     from PIL import ImageCms
 
     import svsicc
 
+    try:
+        import pyvips
+
+        libvips = f"libvips {pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}"
+    except ImportError:  # only the libvips variant needs it (pip install '.[bench]')
+        libvips = "libvips not installed"
     load = os.getloadavg()
     return (
         f"machine: {os.cpu_count()} cores, load {load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}; "
         f"python {sys.version.split()[0]}, numpy {np.__version__}, svsicc {svsicc.__version__}, "
         f"imagecodecs {imagecodecs.__version__} ({imagecodecs.jpeg8_version()}), "
-        f"Pillow {PIL.__version__} (LittleCMS {ImageCms.core.littlecms_version}), "
-        f"libvips {pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}"
+        f"Pillow {PIL.__version__} (LittleCMS {ImageCms.core.littlecms_version}), {libvips}"
     )
 
 
@@ -577,6 +582,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in [*styles, *variants]:
         if name not in STYLES + VARIANTS:
             raise SystemExit(f"unknown style or variant {name!r}")
+    needs_vips = "libvips" in variants or args.check
+    if needs_vips and importlib.util.find_spec("pyvips") is None:
+        raise SystemExit(
+            "the libvips variant and the colour check need pyvips: pip install -e '.[bench]', "
+            "or pass --variants without libvips and --no-check"
+        )
     work: Path = args.work
     work.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, SVSICC_CACHE_DIR=str(work / "cache"))
