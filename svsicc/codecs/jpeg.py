@@ -314,7 +314,12 @@ class JpegCodec:
         """Encode (rows, cols, 4) uint8 pixels in ``layout`` ("RGBX" or "BGRX")."""
         settings = self.settings_for(source_tile)
         rows, cols = pixels.shape[:2]
-        image = Image.frombuffer("RGB", (cols, rows), pixels, "raw", layout, 0, 1)
+        if layout == "RGBX" and pixels.flags.c_contiguous:
+            # An RGBX image maps the array as it is (no unpacking copy); the JPEG encoder reads
+            # its first three bytes per pixel, exactly as from an RGB image.
+            image = Image.frombuffer("RGBX", (cols, rows), pixels, "raw", "RGBX", 0, 1)
+        else:
+            image = Image.frombuffer("RGB", (cols, rows), pixels, "raw", layout, 0, 1)
         options: dict[str, object] = {
             "qtables": [list(t) for t in settings.qtables],
             "subsampling": settings.subsampling,
