@@ -329,6 +329,14 @@ def batched(tasks: list[SegmentTask], size: int) -> Iterator[tuple[SegmentTask, 
         yield tuple(tasks[start : start + size])
 
 
+def tapered(tasks: list[SegmentTask], size: int, workers: int) -> Iterator[tuple[SegmentTask, ...]]:
+    """Batches of ``size``, the last ``size * workers`` tasks in quarter batches: one worker
+    finishing a whole batch while the others are idle is what a slide's tail costs."""
+    head = max(0, len(tasks) - size * workers)
+    yield from batched(tasks[:head], size)
+    yield from batched(tasks[head:], max(1, size // 4))
+
+
 def process_segments(
     slide: Path,
     pages: tuple[PageJob, ...],
@@ -349,7 +357,7 @@ def process_segments(
             return
         assert pool is not None
         size = max(4, min(MAX_POOL_BATCH, len(tasks) // (pool.workers * 8) or 4))
-        batches = batched(tasks, size)
+        batches = tapered(tasks, size, pool.workers)
         yield from _on_pool(slide, pages, table, table_file, pool, keep_bad, batches, ())
         return
     # Warm-up: a sample of each adaptive page's segments, one page per worker.

@@ -367,3 +367,15 @@ def test_include_associated_converts_label_and_macro(tmp_path: Path) -> None:
     assert np.array_equal(
         label_after, reference_transform(label_before, SOURCE, TARGET, Intent.PERCEPTUAL)
     )
+
+
+def test_pool_batches_taper_at_the_tail() -> None:
+    """Every task once, in order; the last size * workers tasks go in quarter batches."""
+    from svsicc.engine import SegmentTask, tapered
+
+    tasks = [SegmentTask(0, i, 1000 + i, 10, 256, 256) for i in range(203)]
+    batches = list(tapered(tasks, 32, 2))
+    assert [t for batch in batches for t in batch] == tasks
+    sizes = [len(b) for b in batches]
+    assert sizes == [32, 32, 32, 32, 11] + [8] * 8
+    assert [len(b) for b in tapered(tasks[:20], 32, 2)] == [8, 8, 4]
