@@ -249,15 +249,15 @@ class ColourTable:
         ``in_place`` overwrites ``bgrx`` (when it is writable and contiguous) instead of
         allocating: a fresh 256 KiB array per tile costs page faults comparable to the gather.
         """
-        contiguous = bgrx.flags.c_contiguous
-        out = bgrx if in_place and contiguous and bgrx.flags.writeable else np.empty_like(bgrx)
+        writable = in_place and bgrx.flags.c_contiguous and bgrx.flags.writeable
+        out = bgrx if writable else np.empty_like(bgrx)
         if _native is not None:
-            _native.apply_table(self.table, bgrx if contiguous else np.ascontiguousarray(bgrx), out)
+            _native.apply_table(self.table, np.ascontiguousarray(bgrx), out)
             return out
         return self._apply_bgrx_numpy(bgrx, out)
 
     def _apply_bgrx_numpy(self, bgrx: np.ndarray, out: np.ndarray) -> np.ndarray:
-        words = bgrx.view("<u4")[..., 0] if bgrx.flags.c_contiguous else _words(bgrx)
+        words = np.ascontiguousarray(bgrx).view("<u4")[..., 0]
         # The mask writes straight into native integers: numpy's take converts any other index
         # type first, which costs more than the gather. mode="clip" skips the per-element bounds
         # check; the mask already keeps every index below 2**24.
@@ -273,10 +273,6 @@ class ColourTable:
         index |= rgb[..., 2]
         out = np.take(self.table, index.reshape(-1), mode="clip")
         return out.view(np.uint8).reshape(*rgb.shape[:-1], 4)[..., :3]
-
-
-def _words(bgrx: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(bgrx).view("<u4")[..., 0]
 
 
 def native_gather_available() -> bool:
