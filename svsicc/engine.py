@@ -8,6 +8,7 @@ bytes travel back. One ordered consumer in the parent writes the results.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import threading
@@ -16,11 +17,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, cast
+from typing import Protocol
 
 import numpy as np
 
-from .codecs import AdaptiveCodec, SegmentCodec, is_adaptive
+from .codecs import AdaptiveCodec, SegmentCodec
 from .codecs.jpeg import JpegCodec, JpegFormatError
 from .codecs.lossless import LosslessCodec, LosslessFormatError
 from .colour import ColourTable
@@ -113,6 +114,9 @@ class SegmentProcessor:
                 self._codecs[job.index] = make_codec(job)
             except CODEC_ERRORS as exc:
                 raise UnsupportedLayoutError(self.path, str(exc), ifd=job.index) from None
+        self._adaptive = {
+            page: codec for page, codec in self._codecs.items() if isinstance(codec, AdaptiveCodec)
+        }
         self._table = table
         self._keep_bad = keep_bad
 
@@ -120,17 +124,14 @@ class SegmentProcessor:
         return self._codecs[page]
 
     def adaptive_pages(self) -> set[int]:
-        return {page for page, codec in self._codecs.items() if is_adaptive(codec)}
+        return set(self._adaptive)
 
     def learned(self) -> dict[int, object]:
-        return {
-            page: cast(AdaptiveCodec, self._codecs[page]).learned_state()
-            for page in self.adaptive_pages()
-        }
+        return {page: codec.learned_state() for page, codec in self._adaptive.items()}
 
     def restore(self, learned: Iterable[tuple[int, object]]) -> None:
         for page, state in learned:
-            cast(AdaptiveCodec, self._codecs[page]).restore_state(state)
+            self._adaptive[page].restore_state(state)
 
     def process(self, task: SegmentTask, data: bytes) -> bytes | BadSegment:
         return self.process_many([task], [data])[0]
@@ -349,49 +350,42 @@ def process_segments(
 ) -> Iterator[tuple[SegmentTask, bytes | BadSegment]]:
     """Yield (task, new bytes) in task order, computed in-process or on the pool."""
     processor = SegmentProcessor(slide, pages, table, keep_bad)
-    on_pool = pool is not None and pool.workers > 1
+    on_pool = pool if pool is not None and pool.workers > 1 else None
+
+    def template() -> BatchTask:
+        """What every pool task shares; each batch fills in its segments (and learned states)."""
+        return BatchTask(str(slide), _share_table(table, table_file), pages, (), keep_bad)
+
     adaptive = processor.adaptive_pages()
     if not adaptive:
-        if not on_pool:
+        if on_pool is None:
             yield from _in_process(processor, batched(tasks, IN_PROCESS_BATCH), fh, ())
-            return
-        assert pool is not None
-        size = max(4, min(MAX_POOL_BATCH, len(tasks) // (pool.workers * 8) or 4))
-        batches = tapered(tasks, size, pool.workers)
-        yield from _on_pool(slide, pages, table, table_file, pool, keep_bad, batches, ())
+        else:
+            size = max(4, min(MAX_POOL_BATCH, len(tasks) // (on_pool.workers * 8) or 4))
+            yield from _on_pool(on_pool, template(), tapered(tasks, size, on_pool.workers))
         return
-    # Warm-up: a sample of each adaptive page's segments, one page per worker.
-    samples: dict[int, list[int]] = {}
+    # Warm-up: a sample of each adaptive page's segments; on a pool, one page per worker.
+    samples: list[list[int]] = []
     for page in sorted(adaptive):
         ours = [i for i, t in enumerate(tasks) if t.page == page]
         # Spread over the page: its first tiles are often all glass, a poor model of the rest.
-        samples[page] = sorted(
-            {ours[k * len(ours) // WARMUP_SEGMENTS] for k in range(WARMUP_SEGMENTS)}
+        samples.append(
+            sorted({ours[k * len(ours) // WARMUP_SEGMENTS] for k in range(WARMUP_SEGMENTS)})
         )
-    warm: dict[int, bytes | BadSegment] = {}
-    if on_pool:
-        assert pool is not None
-        learned = _warm_up_on_pool(
-            _pool_table_path(table, table_file), pages, pool, keep_bad, slide, tasks, samples, warm
-        )
-    else:
-        for sample in samples.values():
-            group = [tasks[i] for i in sample]
-            datas = [read_segment(fh, task) for task in group]
-            warm.update(zip(sample, processor.process_many(group, datas), strict=True))
+    groups = [tuple(tasks[i] for i in sample) for sample in samples]
+    if on_pool is None:
+        results = [result for _, result in _in_process(processor, groups, fh, ())]
         learned = tuple(processor.learned().items())
-    rest = [t for i, t in enumerate(tasks) if i not in warm]
-    batches = batched(rest, ADAPTIVE_BATCH)
-    if on_pool:
-        assert pool is not None
-        stream = _on_pool(slide, pages, table, table_file, pool, keep_bad, batches, learned)
     else:
+        results, learned = _warm_up_on_pool(on_pool, template(), groups)
+    warm = dict(zip((i for sample in samples for i in sample), results, strict=True))
+    batches = batched([t for i, t in enumerate(tasks) if i not in warm], ADAPTIVE_BATCH)
+    if on_pool is None:
         stream = _in_process(processor, batches, fh, learned)
+    else:
+        stream = _on_pool(on_pool, dataclasses.replace(template(), learned=learned), batches)
     for i, task in enumerate(tasks):
-        if i in warm:
-            yield task, warm.pop(i)
-        else:
-            yield next(stream)
+        yield (task, warm.pop(i)) if i in warm else next(stream)
 
 
 def _in_process(
@@ -406,64 +400,50 @@ def _in_process(
         yield from zip(group, processor.process_many(group, datas), strict=True)
 
 
-def _pool_table_path(table: ColourTable | None, table_file: Path | None) -> str | None:
-    table_path = None if table is None else str(table_file)
-    if table is not None:
-        # Workers forked from here share this copy instead of loading their own (64 MB each).
-        _worker_state["table"] = table
-        _worker_state["table_file"] = table_path
-    return table_path
+def _share_table(table: ColourTable | None, table_file: Path | None) -> str | None:
+    """The table file workers load, after handing ``table`` itself to workers forked later."""
+    if table is None:
+        return None
+    # Workers forked from here share this copy instead of loading their own (64 MB each).
+    _worker_state["table"] = table
+    _worker_state["table_file"] = str(table_file)
+    return str(table_file)
 
 
 def _warm_up_on_pool(
-    table_path: str | None,
-    pages: tuple[PageJob, ...],
-    pool: WorkerPool,
-    keep_bad: bool,
-    slide: Path,
-    tasks: list[SegmentTask],
-    samples: dict[int, list[int]],
-    warm: dict[int, bytes | BadSegment],
-) -> tuple[tuple[int, object], ...]:
-    """Run each page's warm-up sample as one pool task; fill ``warm``, return the states."""
+    pool: WorkerPool, template: BatchTask, groups: list[tuple[SegmentTask, ...]]
+) -> tuple[list[bytes | BadSegment], tuple[tuple[int, object], ...]]:
+    """Each adaptive page's sample as one pool task: the results in order, and the states."""
     executor = pool.executor()
-    futures: list[tuple[list[int], Future[tuple[list[bytes | BadSegment], dict[int, object]]]]]
-    futures = []
+    futures: list[Future[tuple[list[bytes | BadSegment], dict[int, object]]]] = []
     try:
-        for sample in samples.values():
-            segments = tuple(tasks[i] for i in sample)
-            task = BatchTask(str(slide), table_path, pages, segments, keep_bad)
+        for group in groups:
             with _interrupts_deferred():
-                futures.append((sample, executor.submit(run_warmup, task)))
+                futures.append(
+                    executor.submit(run_warmup, dataclasses.replace(template, segments=group))
+                )
+        results: list[bytes | BadSegment] = []
         learned: dict[int, object] = {}
-        for sample, future in futures:
-            results, state = future.result()
-            warm.update(zip(sample, results, strict=True))
+        for future in futures:
+            done, state = future.result()
+            results += done
             learned.update(state)
-        return tuple(sorted(learned.items(), key=lambda item: item[0]))
+        return results, tuple(sorted(learned.items(), key=lambda item: item[0]))
     finally:
-        for _, future in futures:
+        for future in futures:
             future.cancel()
 
 
 def _on_pool(
-    slide: Path,
-    pages: tuple[PageJob, ...],
-    table: ColourTable | None,
-    table_file: Path | None,
-    pool: WorkerPool,
-    keep_bad: bool,
-    batches: Iterable[tuple[SegmentTask, ...]],
-    learned: tuple[tuple[int, object], ...],
+    pool: WorkerPool, template: BatchTask, batches: Iterable[tuple[SegmentTask, ...]]
 ) -> Iterator[tuple[SegmentTask, bytes | BadSegment]]:
-    table_path = _pool_table_path(table, table_file)
     executor = pool.executor()
     window: deque[tuple[tuple[SegmentTask, ...], Future[list[bytes | BadSegment]]]] = deque()
     # A bounded window keeps memory flat however large the slide is.
     limit = pool.workers * 4
 
     def submit(batch: tuple[SegmentTask, ...]) -> None:
-        task = BatchTask(str(slide), table_path, pages, batch, keep_bad, learned)
+        task = dataclasses.replace(template, segments=batch)
         with _interrupts_deferred():
             window.append((batch, executor.submit(run_batch, task)))
 

@@ -11,7 +11,7 @@ that snapshot, so the bytes do not depend on how segments were spread over worke
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -24,15 +24,10 @@ class SegmentCodec(Protocol):
     def encode(self, pixels: np.ndarray, layout: str, source: bytes) -> bytes: ...
 
 
+@runtime_checkable
 class AdaptiveCodec(Protocol):
     def learned_state(self) -> object:
         """A picklable snapshot of everything that steers later encodes."""
         ...
 
     def restore_state(self, state: object) -> None: ...
-
-
-def is_adaptive(codec: object) -> bool:
-    return callable(getattr(codec, "learned_state", None)) and callable(
-        getattr(codec, "restore_state", None)
-    )
