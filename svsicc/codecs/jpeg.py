@@ -66,11 +66,12 @@ class Segment:
         return bytes((0xFF, self.marker)) + struct.pack(">H", len(self.payload) + 2) + self.payload
 
 
-def split_header(data: bytes) -> tuple[list[Segment], bytes]:
-    """Marker segments before the first SOS, and the rest of the stream from that SOS on."""
+def _marker_segments(data: bytes) -> Iterator[tuple[int, int, int]]:
+    """(marker, payload start, segment end) of each marker segment after SOI, checked to lie
+    within ``data``, ending with the first SOS or EOI, yielded as (marker, offset just after
+    it, same offset): what follows is the scan's business."""
     if data[:2] != b"\xff\xd8":
         raise JpegFormatError("no SOI marker")
-    segments: list[Segment] = []
     pos = 2
     n = len(data)
     while pos < n:
@@ -82,18 +83,29 @@ def split_header(data: bytes) -> tuple[list[Segment], bytes]:
             break
         marker = data[pos]
         pos += 1
-        if marker == EOI:
-            return segments, b"\xff\xd9"
-        if marker == SOS:
-            return segments, data[pos - 2 :]
+        if marker in (EOI, SOS):
+            yield marker, pos, pos
+            return
         if pos + 2 > n:
             raise JpegFormatError("truncated marker segment")
         (length,) = struct.unpack_from(">H", data, pos)
         if length < 2 or pos + length > n:
             raise JpegFormatError(f"marker 0x{marker:02X} length {length} runs past the end")
-        segments.append(Segment(marker, data[pos + 2 : pos + length]))
+        yield marker, pos + 2, pos + length
         pos += length
     raise JpegFormatError("no SOS marker")
+
+
+def split_header(data: bytes) -> tuple[list[Segment], bytes]:
+    """Marker segments before the first SOS, and the rest of the stream from that SOS on."""
+    segments: list[Segment] = []
+    for marker, start, end in _marker_segments(data):
+        if marker == EOI:
+            return segments, b"\xff\xd9"
+        if marker == SOS:
+            return segments, data[start - 2 :]
+        segments.append(Segment(marker, data[start:end]))
+    raise AssertionError("unreachable: _marker_segments ends with SOS or EOI or raises")
 
 
 def _dqt_entries(payload: bytes) -> Iterator[tuple[int, bytes]]:
@@ -346,18 +358,9 @@ class JpegCodec:
 
 def scan_data_start(data: bytes) -> int:
     """Offset of the entropy-coded data: just after the first SOS segment."""
-    pos = 2
-    n = len(data)
-    while pos + 4 <= n:
-        if data[pos] != 0xFF:
-            raise JpegFormatError(f"expected a marker at byte {pos}")
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        pos += 2 + (data[pos + 2] << 8 | data[pos + 3])
-        if marker == SOS:
-            return pos
+    for marker, start, _ in _marker_segments(data):
+        if marker == SOS and start + 2 <= len(data):
+            return start + (data[start] << 8 | data[start + 1])
     raise JpegFormatError("no SOS marker")
 
 
