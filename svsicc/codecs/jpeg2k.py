@@ -36,6 +36,7 @@ reachable. Other subsampled layouts (33005, subsampled Y, odd tile sizes) are re
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import math
 import struct
@@ -367,13 +368,17 @@ def upsample_chroma(planes: tuple[np.ndarray, ...], factors: tuple[int, int]) ->
     """(rows, cols, 3) YCbCr from a full-resolution Y plane and Cb/Cr planes subsampled by
     ``factors`` (dx, dy), replicating each chroma sample as OpenSlide does (no interpolation)."""
     y = planes[0]
-    dx, dy = factors
     out = np.empty((*y.shape, 3), np.uint8)
     out[..., 0] = y
     for index in (1, 2):
-        full = np.repeat(np.repeat(planes[index], dy, axis=0), dx, axis=1)
-        out[..., index] = full[: y.shape[0], : y.shape[1]]
+        out[..., index] = _replicate(planes[index], factors)[: y.shape[0], : y.shape[1]]
     return out
+
+
+def _replicate(blocks: np.ndarray, factors: tuple[int, int]) -> np.ndarray:
+    """Each value repeated over its dy x dx block: what a reader does with subsampled chroma."""
+    dx, dy = factors
+    return np.repeat(np.repeat(blocks, dy, axis=0), dx, axis=1)
 
 
 def _block_mean(values: np.ndarray, shape: tuple[int, int], factors: tuple[int, int]) -> np.ndarray:
@@ -417,8 +422,7 @@ def subsampled_ycbcr_for_openslide(
 
     def per_pixel(block_values: np.ndarray) -> np.ndarray:
         """Block values -> per pixel, flat."""
-        full = np.repeat(np.repeat(block_values, dy, axis=0), dx, axis=1)
-        return full.reshape(-1)
+        return _replicate(block_values, factors).reshape(-1)
 
     means = [_block_mean(c, (rows, cols), factors) for c in (exact_cb, exact_cr)]
     low = [np.clip(np.floor(m), 0, 254).astype(np.int16) for m in means]
@@ -672,7 +676,8 @@ def parse_settings(data: bytes, compression: int) -> Jpeg2000Settings:
         raise UnsupportedLayoutError(
             None, "JPEG 2000 tile samples are not 8-bit unsigned; only 8-bit RGB is supported"
         )
-    if header.subsampled and _chroma_factors(header, compression) is None:
+    chroma = _chroma_factors(header, compression) if header.subsampled else None
+    if header.subsampled and chroma is None:
         factors = ", ".join(f"{c.dx}x{c.dy}" for c in header.components)
         raise UnsupportedLayoutError(
             None,
@@ -693,7 +698,7 @@ def parse_settings(data: bytes, compression: int) -> Jpeg2000Settings:
         header=header,
         ycbcr=compression == COMPRESSION_JP2K_YCBCR,
         lossless=header.coding.reversible,
-        chroma=_chroma_factors(header, compression) if header.subsampled else None,
+        chroma=chroma,
     )
 
 
@@ -758,16 +763,20 @@ class Jpeg2000Codec:
         """Encode (rows, cols, 4) uint8 pixels in ``layout`` ("RGBX" or "BGRX")."""
         settings = self.settings_for(source)
         rgb = rgb_from_layout(pixels, layout)
+        encode_at: Callable[[float], bytes]
         if settings.chroma is not None:
-            return self._encode_subsampled(rgb, settings, len(source))
-        if settings.ycbcr:
-            samples = ycbcr_for_openslide(rgb) if settings.lossless else ycbcr_rounded(rgb)
+            make_planes = subsampled_ycbcr_for_openslide if settings.lossless else subsampled_ycbcr
+            planes = make_planes(rgb, settings.chroma)
+            encode_at = functools.partial(self._encode_openjpeg, planes, settings)
         else:
-            samples = rgb
+            if settings.ycbcr:
+                samples = ycbcr_for_openslide(rgb) if settings.lossless else ycbcr_rounded(rgb)
+            else:
+                samples = rgb
+            encode_at = functools.partial(self._encode, samples, settings)
         if settings.lossless:
-            return self._finish(self._encode(samples, settings, 0), settings)
-        stream = self.rate.encode(lambda level: self._encode(samples, settings, level), len(source))
-        return self._finish(stream, settings)
+            return self._finish(encode_at(0.0), settings)
+        return self._finish(self.rate.encode(encode_at, len(source)), settings)
 
     def _encode(self, samples: np.ndarray, settings: Jpeg2000Settings, level: float) -> bytes:
         return bytes(
@@ -806,19 +815,6 @@ class Jpeg2000Codec:
         planes = tuple(np.clip(p, 0, 255).astype(np.uint8) for p in decoded.planes)
         assert settings.chroma is not None
         return upsample_chroma(planes, settings.chroma)
-
-    def _encode_subsampled(
-        self, rgb: np.ndarray, settings: Jpeg2000Settings, source_bytes: int
-    ) -> bytes:
-        assert settings.chroma is not None
-        if settings.lossless:
-            planes = subsampled_ycbcr_for_openslide(rgb, settings.chroma)
-            return self._finish(self._encode_openjpeg(planes, settings, 0.0), settings)
-        planes = subsampled_ycbcr(rgb, settings.chroma)
-        stream = self.rate.encode(
-            lambda level: self._encode_openjpeg(planes, settings, level), source_bytes
-        )
-        return self._finish(stream, settings)
 
     @staticmethod
     def _encode_openjpeg(
