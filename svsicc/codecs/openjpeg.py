@@ -677,19 +677,14 @@ def _check_header(image: Image, expected: tuple[int, int] | None) -> None:
 
 
 def _unpack(image: Image) -> Decoded:
+    """The decoded planes; size, component count and precision were checked on the header."""
     width, height = image.x1 - image.x0, image.y1 - image.y0
-    if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE):
-        raise OpenJpegError(f"decoded image is {width}x{height}")
-    if not 1 <= image.numcomps <= MAX_COMPONENTS or not image.comps:
-        raise OpenJpegError(f"decoded image has {image.numcomps} components")
     planes, factors = [], []
     for index in range(image.numcomps):
         comp = image.comps[index]
         expected = (-(-height // max(comp.dy, 1)), -(-width // max(comp.dx, 1)))
         if not comp.data or (comp.h, comp.w) != expected or comp.factor:
             raise OpenJpegError(f"component {index} decoded to {comp.w}x{comp.h}, no data")
-        if comp.prec > 8 or comp.sgnd:
-            raise OpenJpegError(f"component {index} is {comp.prec}-bit signed={comp.sgnd}")
         count = comp.w * comp.h
         plane = np.ctypeslib.as_array(comp.data, shape=(count,)).reshape(comp.h, comp.w).copy()
         planes.append(plane)
