@@ -225,18 +225,19 @@ _SAMPLING: dict[Subsampling, tuple[int, tuple[int, int]]] = {
 
 def rgb_to_ycbcr(rgb: RGB) -> RGB:
     """JPEG/JFIF full-range BT.601 YCbCr: the inverse of OpenSlide's 33003 conversion."""
+    out: RGB = np.rint(np.stack(_ycbcr_planes(rgb), axis=-1)).clip(0, 255).astype(np.uint8)
+    return out
+
+
+def _ycbcr_planes(rgb: RGB) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unrounded float32 Y, Cb, Cr of JPEG/JFIF full-range BT.601."""
     x = np.asarray(rgb, dtype=np.float32)
     r, g, b = x[..., 0], x[..., 1], x[..., 2]
-    ycc = np.stack(
-        [
-            0.299 * r + 0.587 * g + 0.114 * b,
-            128 - 0.168736 * r - 0.331264 * g + 0.5 * b,
-            128 + 0.5 * r - 0.418688 * g - 0.081312 * b,
-        ],
-        axis=-1,
+    return (
+        0.299 * r + 0.587 * g + 0.114 * b,
+        128 - 0.168736 * r - 0.331264 * g + 0.5 * b,
+        128 + 0.5 * r - 0.418688 * g - 0.081312 * b,
     )
-    out: RGB = np.rint(ycc).clip(0, 255).astype(np.uint8)
-    return out
 
 
 def subsampled_j2k(tile: RGB, spec: SlideSpec) -> bytes:
@@ -249,11 +250,7 @@ def subsampled_j2k(tile: RGB, spec: SlideSpec) -> bytes:
     rows, cols = tile.shape[:2]
     if rows % dy or cols % dx:
         raise ValueError(f"a {cols}x{rows} tile cannot be subsampled {dx}x{dy}")
-    x = np.asarray(tile, dtype=np.float32)
-    r, g, b = x[..., 0], x[..., 1], x[..., 2]
-    y = 0.299 * r + 0.587 * g + 0.114 * b
-    cb = 128 - 0.168736 * r - 0.331264 * g + 0.5 * b
-    cr = 128 + 0.5 * r - 0.418688 * g - 0.081312 * b
+    y, cb, cr = _ycbcr_planes(tile)
     planes = [np.rint(y).clip(0, 255).astype(np.uint8)]
     for chroma in (cb, cr):
         mean = chroma.reshape(rows // dy, dy, cols // dx, dx).mean(axis=(1, 3))
