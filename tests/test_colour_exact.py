@@ -26,7 +26,7 @@ from svsicc.colour import (
 from svsicc.engine import PageJob, make_codec
 from svsicc.synthetic import load_real_pixels, mosaic, preset, write_slide
 
-from .conftest import CMU_EMBED, CMU_SMALL, DATA, SCANSCOPE, mean_abs
+from .conftest import CMU_EMBED, CMU_SMALL, DATA, SCANSCOPE, mean_abs, segment_bytes
 
 ADOBE = DATA / "AdobeCompat-v2.icc"
 TARGET = default_target()
@@ -160,24 +160,14 @@ def test_lut_intents_differ() -> None:
 # -- real tile data, through the path apply uses ---------------------------------------------
 
 
-def raw_tiles(path: object, page: int = 0) -> tuple[list[bytes], tifffile.TiffPage]:
-    with tifffile.TiffFile(path) as tif:  # type: ignore[arg-type]
-        p = tif.pages[page]
-        fh = tif.filehandle
-        tiles = []
-        for offset, count in zip(p.dataoffsets, p.databytecounts, strict=True):
-            fh.seek(offset)
-            tiles.append(fh.read(count))
-        return tiles, p
-
-
 def test_real_aperio_tiles_through_bgrx_path() -> None:
     """CMU-1-Small-Region: 130 abbreviated RGB-colourspace JPEG tiles with shared JPEGTables."""
-    tiles, page = raw_tiles(CMU_SMALL)
-    tables = page.jpegtables
+    tiles = segment_bytes(CMU_SMALL, 0)
+    with tifffile.TiffFile(CMU_SMALL) as tif:
+        page = tif.pages[0]
+        tables, rows, cols = page.jpegtables, page.tilelength, page.tilewidth
     assert len(tiles) == 130 and tables
     codec = make_codec(PageJob(0, 7, 2, 1, tables))
-    rows, cols = page.tilelength, page.tilewidth
     converted, independent = [], []
     for tile in tiles:
         bgrx = codec.decode(tile, rows, cols)
@@ -200,7 +190,7 @@ def test_ycbcr_tiles_through_bgrx_path(tmp_path: object) -> None:
     path = Path(str(tmp_path)) / "gt450.svs"
     pixels = mosaic(load_real_pixels(), 1024, 768, seed=3)
     write_slide(path, pixels, preset("gt450", downsamples=(1,), with_label=False))
-    tiles, page = raw_tiles(path)
+    tiles = segment_bytes(path, 0)
     codec = make_codec(PageJob(0, 7, 6, 1, None))
     table = built_table(SOURCE, Intent.PERCEPTUAL)
     for tile in tiles:
