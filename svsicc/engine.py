@@ -139,24 +139,22 @@ class SegmentProcessor:
     def process_many(
         self, tasks: Sequence[SegmentTask], datas: Sequence[bytes]
     ) -> list[bytes | BadSegment]:
-        """Decode all, colour all, encode all: stage by stage, not tile by tile.
+        """Each segment decoded, coloured and encoded before the next one is read.
 
-        The colour table is memory-bound; gathering for several tiles in a row keeps its hot
-        lines in cache, where decoding and encoding in between would evict them.
+        Tile by tile, the decoded pixels are still in L2 when the colour stage and the encoder
+        read them. Stage by stage (decode 16, colour 16, encode 16) was measured 9% slower on
+        this machine, 13% for decode and encode alone: 16 tiles of pixels (4 MB) do not fit in
+        L2, and beyond L2 every access costs DRAM latency here, table lines included.
         """
-        decoded = [self._decode(t, d) for t, d in zip(tasks, datas, strict=True)]
-        layout = "BGRX"
-        if self._table is not None:
-            table = self._table
-            decoded = [
-                p if isinstance(p, BadSegment) else table.apply_bgrx(p, in_place=True)
-                for p in decoded
-            ]
-            layout = "RGBX"
-        return [
-            p if isinstance(p, BadSegment) else self._encode(t, p, layout, d)
-            for t, p, d in zip(tasks, decoded, datas, strict=True)
-        ]
+        return [self._process_one(t, d) for t, d in zip(tasks, datas, strict=True)]
+
+    def _process_one(self, task: SegmentTask, data: bytes) -> bytes | BadSegment:
+        pixels = self._decode(task, data)
+        if isinstance(pixels, BadSegment):
+            return pixels
+        if self._table is None:
+            return self._encode(task, pixels, "BGRX", data)
+        return self._encode(task, self._table.apply_bgrx(pixels, in_place=True), "RGBX", data)
 
     def _decode(self, task: SegmentTask, data: bytes) -> np.ndarray | BadSegment:
         try:
