@@ -36,7 +36,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -86,10 +86,10 @@ class BuiltSlide:
 
 
 def slide_spec(style: str, size: int) -> Any:
-    from svsicc.synthetic import preset
+    from svsicc.synthetic import Style, preset
 
     # Past ~4 GB a classic TIFF cannot hold the file; AT2 Q70 stays far below at 24000.
-    return preset(style, profile=PROFILE_FILE.read_bytes(), bigtiff=size > 40000)
+    return preset(cast(Style, style), profile=PROFILE_FILE.read_bytes(), bigtiff=size > 40000)
 
 
 def build_slide(work: Path, style: str, size: int) -> BuiltSlide:
@@ -254,10 +254,12 @@ def run_libvips(src: Path, dst: Path, tile: int, quality: int, bigtiff: bool) ->
 
 def _cpu_seconds() -> float:
     """User + system time of this process and of its waited-for children (pool workers)."""
-    return sum(
-        getattr(resource.getrusage(who), field)
-        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-        for field in ("ru_utime", "ru_stime")
+    return float(
+        sum(
+            getattr(resource.getrusage(who), field)
+            for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+            for field in ("ru_utime", "ru_stime")
+        )
     )
 
 
@@ -441,6 +443,54 @@ def stage_breakdown(slide: BuiltSlide, tiles: int) -> tuple[str, Any]:
     return format_bench(result), result
 
 
+def interleaved_line(slide: BuiltSlide, chunk: int = 32) -> str:
+    """floor against svsicc's colour stage in one process, alternating every ``chunk`` tiles.
+
+    Both share each few seconds of the machine's speed, so this ratio is nearly free of the
+    noise that whole runs see; it prices the colour stage alone (no table load, no set-up).
+    """
+    from svsicc import tiff
+    from svsicc.colour import ColourTable, IccProfile, Intent, default_target
+    from svsicc.engine import PageJob, SegmentProcessor, SegmentTask
+    from svsicc.slide import read_slide
+
+    table = ColourTable.load_or_build(
+        IccProfile.from_file(PROFILE_FILE), default_target(), Intent.PERCEPTUAL
+    )
+    with tiff.TiffReader(slide.path) as reader:
+        page = read_slide(reader).pages[0]
+        job = PageJob(
+            page.index, page.compression, page.photometric, page.predictor, page.jpeg_tables
+        )
+        tasks = [
+            SegmentTask(page.index, i, page.offsets[i], page.byte_counts[i], *page.segment_shape(i))
+            for i in range(len(page.offsets))
+        ]
+        datas = [reader.read(t.offset, t.count) for t in tasks]
+    processors = {
+        "floor": SegmentProcessor(slide.path, [job], NoColour()),  # type: ignore[arg-type]
+        "svsicc": SegmentProcessor(slide.path, [job], table),
+    }
+    spent = dict.fromkeys(processors, 0.0)
+    for start in range(0, len(tasks), chunk):
+        # Alternate which goes first, so neither always follows the other's cache footprint.
+        names = list(processors) if (start // chunk) % 2 == 0 else list(reversed(processors))
+        for name in names:
+            began = time.perf_counter()
+            processors[name].process_many(
+                tasks[start : start + chunk], datas[start : start + chunk]
+            )
+            spent[name] += time.perf_counter() - began
+    per_tile = {name: 1000 * seconds / len(tasks) for name, seconds in spent.items()}
+    return (
+        f"{slide.style}: interleaved in one process, {chunk}-tile chunks over all "
+        f"{len(tasks)} level-0 tiles: floor {per_tile['floor']:.3f} ms/tile, svsicc "
+        f"{per_tile['svsicc']:.3f} ms/tile, t(floor)/t(svsicc) = "
+        f"{spent['floor'] / spent['svsicc']:.2f} (colour stage in context "
+        f"{per_tile['svsicc'] - per_tile['floor']:.3f} ms/tile)"
+    )
+
+
 def overhead_lines(
     slides: Sequence[BuiltSlide], runs: Sequence[Run], benches: dict[str, Any]
 ) -> list[str]:
@@ -501,11 +551,12 @@ def colour_check(slide: BuiltSlide, work: Path, env: dict[str, str]) -> str:
                    "--quality", str(slide.quality), "--style", slide.style]  # fmt: skip
         subprocess.run(command, env=env, capture_output=True, check=True)
         with tifffile.TiffFile(out) as tif:
-            level0 = np.asarray(tif.pages[0].asarray()[:size, :size, :3], np.int16)
+            page = tif.pages.first
+            level0 = np.asarray(page.asarray()[:size, :size, :3], np.int16)
             stream = tif.filehandle
-            stream.seek(tif.pages[0].dataoffsets[0])
-            tile = stream.read(tif.pages[0].databytecounts[0])
-            layout = jpeg_layout(tile, int(tif.pages[0].photometric))
+            stream.seek(page.dataoffsets[0])
+            tile = stream.read(page.databytecounts[0])
+            layout = jpeg_layout(tile, int(page.photometric))
         out.unlink()
         parts.append(f"{variant} {float(np.abs(level0 - ideal).mean()):.2f} ({layout})")
     moved = float(np.abs(ideal - original.astype(np.int16)).mean())
@@ -557,7 +608,7 @@ def memory_check(work: Path, env: dict[str, str], style: str, small: int, reps: 
 def machine_line() -> str:
     import imagecodecs
     import PIL
-    from PIL import ImageCms
+    from PIL import features
 
     import svsicc
 
@@ -572,7 +623,7 @@ def machine_line() -> str:
         f"machine: {os.cpu_count()} cores, load {load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}; "
         f"python {sys.version.split()[0]}, numpy {np.__version__}, svsicc {svsicc.__version__}, "
         f"imagecodecs {imagecodecs.__version__} ({imagecodecs.jpeg8_version()}), "
-        f"Pillow {PIL.__version__} (LittleCMS {ImageCms.core.littlecms_version}), {libvips}"
+        f"Pillow {PIL.__version__} (LittleCMS {features.version('littlecms2')}), {libvips}"
     )
 
 
@@ -683,6 +734,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n".join(lines))
     print()
     print("\n".join(overhead_lines(slides, runs, benches)))
+    for slide in slides:
+        print(interleaved_line(slide), flush=True)
     floors = [r for r in runs if r.variant == "floor" and "commit_seconds" in r.extra]
     if floors:
         commit = median([r.extra["commit_seconds"] for r in floors])

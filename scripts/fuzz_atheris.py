@@ -108,7 +108,7 @@ def random_run(seeds: list[Seed], judge: Judge, count: int, seed: int) -> None:
 
 
 def atheris_run(seeds: list[Seed], judge: Judge, libfuzzer_args: list[str]) -> None:
-    import atheris  # type: ignore[import-not-found]
+    import atheris
 
     def one_input(data: bytes) -> None:
         if len(data) < 2:
