@@ -167,6 +167,7 @@ def test_benchmark_script_runs_end_to_end(tmp_path: Path) -> None:
         for variant in variants:
             assert f"{style}-1024" in report and variant in report
         assert re.search(rf"^{style} +t\(floor\)/t\(svsicc-1\) = +[\d.]+", report, re.M)
+        assert re.search(rf"^{style}: interleaved .* t\(floor\)/t\(svsicc\) = [\d.]+", report, re.M)
     runs = json.loads(runs_file.read_text())["runs"]
     assert len(runs) == 2 * len(variants)
     assert {r["variant"] for r in runs} == set(variants)
