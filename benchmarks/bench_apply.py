@@ -18,7 +18,7 @@ Each run is a fresh subprocess, so its peak RSS is its own. Ratios are of median
 repetitions; the ratio of the fastest runs and the per-repetition range show the noise.
 ``--memory`` also compares apply's peak RSS on a 2x larger slide (4x the pixels).
 
-Run: /work/venv/bin/python benchmarks/bench_apply.py [--size 12000] [--reps 7] [--memory]
+Run: .venv/bin/python benchmarks/bench_apply.py [--size 12000] [--reps 7] [--memory]
 """
 
 from __future__ import annotations
@@ -415,7 +415,7 @@ def ratio_lines(slides: Sequence[BuiltSlide], runs: Sequence[Run]) -> tuple[list
             verdict = "PASS" if value >= target.minimum else "FAIL"
             all_pass &= verdict == "PASS"
             text = (
-                f"{slide.style:<6} t({target.numerator})/t({target.denominator}) = {value:5.2f}"
+                f"{slide.style:<6} t({target.numerator})/t({target.denominator}) = {value:5.3f}"
                 f"  target >= {target.minimum:<4} {verdict}"
                 f"  fastest runs {min(top) / min(bottom):.2f},"
                 f" per rep {min(paired):.2f}...{max(paired):.2f}"
