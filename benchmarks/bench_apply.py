@@ -164,10 +164,9 @@ class NoColour:
     """The floor's colour stage: none. Duck-types :class:`svsicc.colour.ColourTable`.
 
     The decoded BGRX pixels go to the encoder untouched, which reads them as RGBX: the same
-    codec work as svsicc's path, including its zero-copy hand-over to Pillow. (The engine's
-    ``table=None`` path hands BGRX to Pillow, which unpacks it with a copy svsicc never makes:
-    ~0.1 ms a tile that would flatter svsicc.) Red and blue come out exchanged; the floor's
-    output is only timed, never looked at.
+    codec work as svsicc's path, including its zero-copy hand-over to Pillow (handing Pillow
+    BGRX would add an unpacking copy svsicc never makes: ~0.1 ms a tile that would flatter
+    svsicc). Red and blue come out exchanged; the floor's output is only timed, never looked at.
     """
 
     def apply_bgrx(self, bgrx: np.ndarray, *, in_place: bool = False) -> np.ndarray:

@@ -77,7 +77,7 @@ class BadSegment:
 @dataclass(frozen=True)
 class BatchTask:
     slide: str
-    table_file: str | None  # None: no colour work (the codec-floor benchmark)
+    table_file: str
     pages: tuple[PageJob, ...]
     segments: tuple[SegmentTask, ...]
     keep_bad: bool
@@ -104,7 +104,7 @@ class SegmentProcessor:
         self,
         path: str | Path,
         pages: Iterable[PageJob],
-        table: ColourTable | None,
+        table: ColourTable,
         keep_bad: bool = False,
     ) -> None:
         self.path = Path(path)
@@ -152,8 +152,6 @@ class SegmentProcessor:
         pixels = self._decode(task, data)
         if isinstance(pixels, BadSegment):
             return pixels
-        if self._table is None:
-            return self._encode(task, pixels, "BGRX", data)
         return self._encode(task, self._table.apply_bgrx(pixels, in_place=True), "RGBX", data)
 
     def _decode(self, task: SegmentTask, data: bytes) -> np.ndarray | BadSegment:
@@ -201,9 +199,7 @@ def read_segment(fh: SeekableReader, task: SegmentTask) -> bytes:
 _worker_state: dict[str, object] = {}
 
 
-def _worker_table(task: BatchTask) -> ColourTable | None:
-    if task.table_file is None:
-        return None
+def _worker_table(task: BatchTask) -> ColourTable:
     cached = _worker_state.get("table")
     if isinstance(cached, ColourTable) and _worker_state.get("table_file") == task.table_file:
         return cached
@@ -340,7 +336,7 @@ def process_segments(
     slide: Path,
     pages: tuple[PageJob, ...],
     tasks: list[SegmentTask],
-    table: ColourTable | None,
+    table: ColourTable,
     table_file: Path | None,
     pool: WorkerPool | None,
     keep_bad: bool,
@@ -398,10 +394,10 @@ def _in_process(
         yield from zip(group, processor.process_many(group, datas), strict=True)
 
 
-def _share_table(table: ColourTable | None, table_file: Path | None) -> str | None:
+def _share_table(table: ColourTable, table_file: Path | None) -> str:
     """The table file workers load, after handing ``table`` itself to workers forked later."""
-    if table is None:
-        return None
+    if table_file is None:
+        raise ValueError("a worker pool needs the colour table as a file")
     # Workers forked from here share this copy instead of loading their own (64 MB each).
     _worker_state["table"] = table
     _worker_state["table_file"] = str(table_file)
