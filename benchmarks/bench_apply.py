@@ -457,13 +457,8 @@ def interleaved_line(slide: BuiltSlide, table: ColourTable, chunk: int = 32) -> 
 
     with tiff.TiffReader(slide.path) as reader:
         page = read_slide(reader).pages[0]
-        job = PageJob(
-            page.index, page.compression, page.photometric, page.predictor, page.jpeg_tables
-        )
-        tasks = [
-            SegmentTask(page.index, i, page.offsets[i], page.byte_counts[i], *page.segment_shape(i))
-            for i in range(len(page.offsets))
-        ]
+        job = PageJob.for_page(page)
+        tasks = [SegmentTask.for_segment(page, i) for i in range(len(page.offsets))]
         datas = [reader.read(t.offset, t.count) for t in tasks]
     processors = {
         "floor": SegmentProcessor(slide.path, [job], NoColour()),  # type: ignore[arg-type]

@@ -422,9 +422,8 @@ def _write_copy(
                 continue
             key = (off, cnt)
             if key not in receivers:
-                rows, cols = page.segment_shape(i)
                 receivers[key] = []
-                tasks.append(SegmentTask(page.index, i, off, cnt, rows, cols))
+                tasks.append(SegmentTask.for_segment(page, i))
             receivers[key].append((page.index, i))
     tasks.sort(key=lambda t: t.offset)
     blocks = _free_blocks(slide, list(receivers))
@@ -437,9 +436,7 @@ def _write_copy(
     new_counts = {p.index: list(p.byte_counts) for p in rewrite}
     rewritten = dict.fromkeys(new_offsets, 0)
     bad: list[BadSegment] = []
-    jobs = tuple(
-        PageJob(p.index, p.compression, p.photometric, p.predictor, p.jpeg_tables) for p in rewrite
-    )
+    jobs = tuple(PageJob.for_page(p) for p in rewrite)
     table_file = _table_file_for_workers(table, pool)
     try:
         processed = process_segments(

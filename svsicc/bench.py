@@ -192,9 +192,7 @@ def _time_stages(
     if not filled:
         raise UnsupportedLayoutError(reader.path, "level 0 has no tile data to measure", ifd=0)
     chosen = [filled[i] for i in sample_indices(len(filled), wanted)]
-    codec = make_codec(
-        PageJob(page.index, page.compression, page.photometric, page.predictor, page.jpeg_tables)
-    )
+    codec = make_codec(PageJob.for_page(page))
     sink = bytearray(1 << 20)
     samples: dict[str, list[int]] = {name: [] for name in STAGES}
     totals: list[int] = []

@@ -26,6 +26,7 @@ from .codecs.jpeg import JpegCodec, JpegFormatError
 from .codecs.lossless import LosslessCodec, LosslessFormatError
 from .colour import ColourTable
 from .exceptions import SvsiccError, TileDecodeError, UnsupportedLayoutError
+from .slide import Page
 
 COMPRESSION_JPEG = 7
 COMPRESSION_JP2K_YCBCR = 33003
@@ -54,6 +55,10 @@ class PageJob:
     predictor: int
     jpeg_tables: bytes | None
 
+    @classmethod
+    def for_page(cls, page: Page) -> PageJob:
+        return cls(page.index, page.compression, page.photometric, page.predictor, page.jpeg_tables)
+
 
 @dataclass(frozen=True)
 class SegmentTask:
@@ -63,6 +68,12 @@ class SegmentTask:
     count: int
     rows: int
     cols: int
+
+    @classmethod
+    def for_segment(cls, page: Page, index: int) -> SegmentTask:
+        """Segment ``index`` of ``page``, with its shape (edge segments may be clipped)."""
+        rows, cols = page.segment_shape(index)
+        return cls(page.index, index, page.offsets[index], page.byte_counts[index], rows, cols)
 
 
 @dataclass(frozen=True)

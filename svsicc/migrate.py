@@ -1182,15 +1182,13 @@ def measure_seconds_per_pixel(
     """Decode + transform + encode ``tiles`` level-0 tiles spread over the slide, as a worker
     would; return seconds per pixel and the number of tiles timed."""
     page = slide.pages[0]
-    job = PageJob(page.index, page.compression, page.photometric, page.predictor, page.jpeg_tables)
-    processor = SegmentProcessor(slide.path, [job], table)
+    processor = SegmentProcessor(slide.path, [PageJob.for_page(page)], table)
     present = [i for i, count in enumerate(page.byte_counts) if count]
     chosen = present[:: max(1, len(present) // tiles)][:tiles]
     samples = []
     with tiff.TiffReader(slide.path) as reader:
         for i in chosen:
-            rows, cols = page.segment_shape(i)
-            task = SegmentTask(page.index, i, page.offsets[i], page.byte_counts[i], rows, cols)
+            task = SegmentTask.for_segment(page, i)
             samples.append((task, reader.read(task.offset, task.count, "tile", ifd=page.index)))
     processor.process(*samples[0])  # warm-up: codec set-up, first touch of the table
     started = time.perf_counter()

@@ -311,11 +311,8 @@ class SlidePixels:
     def codec(self, page: Page) -> SegmentCodec:
         codec = self._codecs.get(page.index)
         if codec is None:
-            job = PageJob(
-                page.index, page.compression, page.photometric, page.predictor, page.jpeg_tables
-            )
             try:
-                codec = make_codec(job)
+                codec = make_codec(PageJob.for_page(page))
             except ImportError as exc:
                 raise UnsupportedLayoutError(
                     self.path,
