@@ -1,9 +1,16 @@
-/* The colour stage's gather: out[i] = table[pixel[i] & 0xFFFFFF] over packed 32-bit pixels.
+/* The colour stage's gather: out[i] = table[slot(pixel[i])] over packed 32-bit BGRX pixels.
  *
- * numpy's take does the same work but needs the index as a separate intp array (a mask pass and
- * 8 bytes per pixel of extra traffic) and cannot prefetch. The table is 64 MiB and a tissue tile
- * touches ~15-25 thousand of its cache lines, so the gather waits on memory; prefetching a few
- * dozen pixels ahead keeps several of those misses in flight.
+ * The table is laid out by chroma differences (see svsicc/colour.py, _slots_of): a pixel
+ * 0x??RRGGBB sits in slot ((R-G) & 255) << 16 | ((B-G) & 255) << 8 | G. Neighbouring pixels of a
+ * tile differ mostly in lightness, which moves R, G and B together and so keeps R-G and B-G: in
+ * this layout more of a tile's colours share a cache line (2.1x fewer lines on YCbCr 4:2:0
+ * tiles; as many as RGB order on RGB-colourspace tiles, whose channels are coded separately).
+ *
+ * The table is 64 MiB and a tile touches thousands of its cache lines, so the gather waits on
+ * memory. It runs in two passes: the slots first (a loop the compiler vectorises), then the
+ * gather, prefetching PREFETCH_AHEAD pixels ahead to keep several misses in flight. Measured in
+ * apply's pipeline against the fused mask-and-gather loop: 20% (RGB-colourspace tiles) to 40%
+ * (YCbCr 4:2:0 tiles) less time in the colour stage.
  *
  * Only the buffer protocol is used (no numpy headers): the build needs nothing but a C compiler.
  */
@@ -12,8 +19,7 @@
 #include <stdint.h>
 
 #define TABLE_ENTRIES (1u << 24)
-#define INDEX_MASK 0xFFFFFFu
-#define PREFETCH_AHEAD 32
+#define PREFETCH_AHEAD 128
 
 #if defined(__GNUC__) || defined(__clang__)
 #define PREFETCH(address) __builtin_prefetch(address)
@@ -21,15 +27,24 @@
 #define PREFETCH(address) ((void)0)
 #endif
 
+static inline uint32_t slot_of(uint32_t bgrx)
+{
+    uint32_t b = bgrx & 0xFFu, g = (bgrx >> 8) & 0xFFu, r = (bgrx >> 16) & 0xFFu;
+    return ((r - g) & 0xFFu) << 16 | ((b - g) & 0xFFu) << 8 | g;
+}
+
 static void gather(const uint32_t *table, const uint32_t *pixels, uint32_t *out, Py_ssize_t n)
 {
-    Py_ssize_t i = 0;
-    for (; i + PREFETCH_AHEAD < n; i++) {
-        PREFETCH(table + (pixels[i + PREFETCH_AHEAD] & INDEX_MASK));
-        out[i] = table[pixels[i] & INDEX_MASK];
+    Py_ssize_t i;
+    /* out may be pixels itself: each word is read before it is written, in both passes. */
+    for (i = 0; i < n; i++)
+        out[i] = slot_of(pixels[i]);
+    for (i = 0; i + PREFETCH_AHEAD < n; i++) {
+        PREFETCH(table + out[i + PREFETCH_AHEAD]);
+        out[i] = table[out[i]];
     }
     for (; i < n; i++)
-        out[i] = table[pixels[i] & INDEX_MASK];
+        out[i] = table[out[i]];
 }
 
 static int word_buffer(PyObject *obj, Py_buffer *view, int writable, const char *name)
@@ -71,7 +86,6 @@ static PyObject *apply_table(PyObject *self, PyObject *args)
     if (out.len != pixels.len) {
         PyErr_Format(PyExc_ValueError, "out: %zd bytes, pixels: %zd bytes", out.len, pixels.len);
     } else {
-        /* out may be pixels itself: each word is read before it is written. */
         Py_BEGIN_ALLOW_THREADS
         gather((const uint32_t *)table.buf, (const uint32_t *)pixels.buf, (uint32_t *)out.buf,
                pixels.len / 4);
@@ -87,8 +101,9 @@ static PyObject *apply_table(PyObject *self, PyObject *args)
 
 static PyMethodDef methods[] = {
     {"apply_table", apply_table, METH_VARARGS,
-     "apply_table(table, pixels, out): out[i] = table[pixels[i] & 0xFFFFFF] over 32-bit words;\n"
-     "table holds 2**24 words; out may be pixels (in place). Releases the GIL."},
+     "apply_table(table, pixels, out): out[i] = table[slot of pixels[i]] over 32-bit BGRX words,\n"
+     "slot = ((R-G) & 255) << 16 | ((B-G) & 255) << 8 | G; table holds 2**24 words;\n"
+     "out may be pixels (in place). Releases the GIL."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -101,6 +101,37 @@ def test_table_equals_littlecms_on_all_colours(
         assert np.array_equal(table.apply_rgb(rgb[7]), expected[7])
 
 
+def test_slot_layout_is_one_to_one() -> None:
+    """The table's chroma-difference layout: a documented slot per colour, every slot used once."""
+    from svsicc.colour import TABLE_LAYOUT, TransformKey, _colours_in, _slots_of
+
+    colours = np.arange(1 << 24, dtype=np.uint32)
+    slots = _slots_of(colours)
+    assert np.array_equal(_colours_in(slots), colours)
+    used = np.zeros(1 << 24, bool)
+    used[slots] = True
+    assert used.all()
+    # (200, 150, 100): R-G = 50, B-G = -50 = 206 (mod 256), G = 150.
+    assert int(_slots_of(np.array([0xC89664]))[0]) == (50 << 16) | (206 << 8) | 150
+    # A cached table built in another layout must never be read as this one.
+    assert TransformKey(SOURCE.sha256, TARGET.sha256, Intent.PERCEPTUAL).name.endswith(
+        f"-{TABLE_LAYOUT}.npy"
+    )
+
+
+def test_gather_and_lookup_agree_on_a_hand_checked_colour() -> None:
+    """One colour through every entry point, against LittleCMS on that single pixel."""
+    table = built_table(SOURCE, Intent.PERCEPTUAL)
+    rgb = np.array([[[200, 150, 100]]], np.uint8)
+    expected = reference_transform(rgb, SOURCE, TARGET, Intent.PERCEPTUAL)[0, 0].tolist()
+    bgrx = np.array([[[100, 150, 200, 0]]], np.uint8)
+    assert table.apply_bgrx(bgrx)[0, 0, :3].tolist() == expected
+    assert table.apply_rgb(rgb)[0, 0].tolist() == expected
+    word = int(table.lookup(np.array([0xC89664], np.uint32))[0])
+    assert [word & 0xFF, (word >> 8) & 0xFF, (word >> 16) & 0xFF] == expected
+    assert expected != [200, 150, 100]
+
+
 def test_native_gather_is_built() -> None:
     """pip builds svsicc/_native.c wherever a C compiler exists (CI has one): without it the
     colour stage silently runs ~1.5x slower on numpy. Set SVSICC_ALLOW_NUMPY_GATHER=1 to accept
