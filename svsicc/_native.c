@@ -12,6 +12,12 @@
  * apply's pipeline against the fused mask-and-gather loop: 20% (RGB-colourspace tiles) to 40%
  * (YCbCr 4:2:0 tiles) less time in the colour stage.
  *
+ * The prefetch asks for L2 only (locality 1: prefetcht2 on x86), not L1: thousands of table lines
+ * pulled into a 32-48 KiB L1 evict the pixels being gathered and the codecs' own state. Measured
+ * in context (floor and gather alternating in one process, AMD EPYC VM): the colour stage costs
+ * 0.115-0.13 ms per RGB-colourspace tile instead of 0.19-0.23 with an L1 prefetch, and 0.07
+ * instead of 0.09 per YCbCr 4:2:0 tile; 256 pixels ahead did 5% better than 128 or 64.
+ *
  * Only the buffer protocol is used (no numpy headers): the build needs nothing but a C compiler.
  */
 #define PY_SSIZE_T_CLEAN
@@ -19,10 +25,10 @@
 #include <stdint.h>
 
 #define TABLE_ENTRIES (1u << 24)
-#define PREFETCH_AHEAD 128
+#define PREFETCH_AHEAD 256
 
 #if defined(__GNUC__) || defined(__clang__)
-#define PREFETCH(address) __builtin_prefetch(address)
+#define PREFETCH(address) __builtin_prefetch((address), 0, 1)
 #else
 #define PREFETCH(address) ((void)0)
 #endif
