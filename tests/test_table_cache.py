@@ -1,0 +1,105 @@
+"""The colour table's cache file: mapped in huge pages or copied, never trusted blindly."""
+
+from __future__ import annotations
+
+import mmap
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from svsicc import colour
+from svsicc.colour import TABLE_SIZE, ColourTable, IccProfile, Intent, default_target
+
+from .conftest import SCANSCOPE
+
+_built: list[ColourTable] = []
+
+
+def scanscope_table() -> ColourTable:
+    """The real ScanScope v1 table, built by LittleCMS once for this module."""
+    if not _built:
+        _built.append(
+            ColourTable.build(IccProfile.from_file(SCANSCOPE), default_target(), Intent.PERCEPTUAL)
+        )
+    return _built[0]
+
+
+def test_a_cached_table_loads_equal_and_read_only(tmp_path: Path) -> None:
+    built = scanscope_table()
+    path = tmp_path / "table.npy"
+    assert built.save(path)
+    loaded = ColourTable.from_file(path)
+    assert np.array_equal(loaded.table, built.table)
+    # Shared with every process that maps the file: nothing may write into it.
+    assert not loaded.table.flags.writeable
+    # Either the file mapped in huge pages, or a private copy: never a mapping in 4 KiB pages,
+    # which makes the gather miss the TLB on top of the cache.
+    assert loaded.table.flags.owndata or colour._in_huge_pages(loaded.table)
+
+
+def test_a_mapping_in_small_pages_is_replaced_by_a_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built = scanscope_table()
+    path = tmp_path / "table.npy"
+    assert built.save(path)
+    monkeypatch.setattr(colour, "_in_huge_pages", lambda table: False)
+    loaded = ColourTable.from_file(path)
+    assert loaded.table.flags.owndata
+    assert np.array_equal(loaded.table, built.table)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
+def test_small_page_mappings_are_told_apart(tmp_path: Path) -> None:
+    path = tmp_path / "table.npy"
+    assert scanscope_table().save(path)
+    with open(path, "rb") as fh:
+        mapping = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    mapping.madvise(mmap.MADV_NOHUGEPAGE)
+    table = np.frombuffer(mapping, "<u4", TABLE_SIZE, 128)
+    int(np.frombuffer(mapping, np.uint8)[:: mmap.PAGESIZE].sum())
+    assert not colour._in_huge_pages(table)
+
+
+def write_not_a_table(path: Path, kind: str) -> None:
+    if kind == "truncated":
+        scanscope_table().save(path)
+        with open(path, "r+b") as fh:
+            fh.truncate(path.stat().st_size - 4)
+    elif kind == "wrong dtype":
+        np.save(path, np.zeros(TABLE_SIZE, np.uint16))
+    elif kind == "wrong shape":
+        np.save(path, np.zeros((TABLE_SIZE // 2, 2), "<u4"))
+    elif kind == "big-endian":
+        np.save(path, np.zeros(TABLE_SIZE, ">u4"))
+    elif kind == "not npy":
+        path.write_bytes(b"GIF89a" + bytes(1000))
+    elif kind == "empty":
+        path.write_bytes(b"")
+
+
+KINDS = ["truncated", "wrong dtype", "wrong shape", "big-endian", "not npy", "empty"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_files_that_are_not_tables_are_refused(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "table.npy"
+    write_not_a_table(path, kind)
+    with pytest.raises(ValueError, match="is not a colour table"):
+        ColourTable.from_file(path)
+
+
+def test_a_broken_cache_file_is_rebuilt_and_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SVSICC_CACHE_DIR", str(tmp_path))
+    source = IccProfile.from_file(SCANSCOPE)
+    key = colour.TransformKey(source.sha256, default_target().sha256, Intent.PERCEPTUAL)
+    path = tmp_path / key.name
+    write_not_a_table(path, "truncated")
+    table = ColourTable.load_or_build(source, default_target(), Intent.PERCEPTUAL)
+    assert np.array_equal(table.table, scanscope_table().table)
+    assert table.file == path
+    assert np.array_equal(ColourTable.from_file(path).table, scanscope_table().table)
