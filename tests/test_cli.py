@@ -64,8 +64,10 @@ def test_apply_json_result(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert [p["index"] for p in result["pages"]] == [0, 1]
     assert result["pages"][0]["rewritten"] == 1
     assert result["workers"] >= 1
-    rate = result["segments_rewritten"] / result["seconds"]
-    assert result["segments_per_second"] == pytest.approx(rate, rel=0.01, abs=0.1)
+    # "seconds" is rounded to the millisecond, which on a 10 ms run moves the rate by 5%.
+    fastest = result["segments_rewritten"] / (result["seconds"] - 0.0005)
+    slowest = result["segments_rewritten"] / (result["seconds"] + 0.0005)
+    assert slowest - 0.05 <= result["segments_per_second"] <= fastest + 0.05
 
 
 def test_apply_summary_reports_rate_and_workers(
