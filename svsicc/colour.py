@@ -23,11 +23,13 @@ import os
 import struct
 import sys
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 from importlib import resources
 from pathlib import Path
 from types import ModuleType
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageCms
@@ -322,85 +324,132 @@ class ColourTable:
         return out.view(np.uint8).reshape(*rgb.shape[:-1], 4)[..., :3]
 
 
+# Cache files whose pages this process has already dropped once: files a filesystem cannot hold
+# in 2 MiB pages are copied from then on, not evicted and re-read from disk at every load.
+_dropped_once: set[tuple[int, int, int]] = set()
+
+
 def _load_table(path: Path) -> np.ndarray:
     """The table in the cache file ``path``, as a read-only array.
 
     The gather misses the cache on almost every table line it touches, so the table must sit in
     2 MiB pages: in 4 KiB pages each miss also misses the TLB (measured: the colour stage 25%
-    slower). Mapping the file (``MAP_SHARED``) with ``MADV_HUGEPAGE`` lets Linux (6.x, on
-    filesystems with large folios such as ext4 and XFS) read it into 2 MiB page-cache folios; a
-    later process maps those in well under a millisecond, and every process and worker shares
-    the one copy. Copying 64 MiB into fresh memory instead took 12-200 ms per process on the
-    reference VM, by how quickly the host handed over the memory. Where the mapping is not in
-    2 MiB pages (pages cached in small folios by an earlier read or write, a filesystem without
-    large folios, another OS), the cached pages are dropped and the file mapped once more, and
-    failing that the table is copied into memory numpy allocates in huge pages.
+    slower). Mapping the file (``MAP_SHARED``) with ``MADV_HUGEPAGE`` lets Linux (6.16 and later
+    on ext4; XFS and others with large folios) read it into 2 MiB page-cache folios; a later
+    process maps those in about 2 ms, and every process and worker shares the one copy. Copying
+    64 MiB into fresh memory instead took 12-200 ms per process on the reference VM, by how
+    quickly the host handed over the memory. Where the mapping is not in 2 MiB pages (the pages
+    were cached in small folios by an earlier read, a filesystem without large folios, another
+    OS), the cached pages are dropped and the file mapped once more (once per file and
+    process), and failing that the table is copied into memory numpy allocates in huge pages.
 
-    A cache file is replaced atomically (``os.replace``), never rewritten, so a mapping always
-    sees a whole file.
+    The cache is only ever replaced atomically (``os.replace``), never rewritten in place: a
+    mapping always sees a whole file (truncating a mapped file would kill the process).
     """
-    mapped = _map_table(path)
+    try:
+        mapped = _map_table(path)
+    except OSError:  # a filesystem that cannot map files
+        return _read_table(path)
     if not sys.platform.startswith("linux"):
-        return mapped.copy()
+        return _read_only(mapped.copy())
     if _in_huge_pages(mapped):
         return mapped
-    del mapped
+    identity = _file_identity(path)
+    if identity in _dropped_once:
+        return _read_only(mapped.copy())
+    del mapped  # the pages of a mapped file are not dropped
+    _dropped_once.add(identity)
     with open(path, "rb") as fh:
         _drop_cached_pages(fh.fileno())
     mapped = _map_table(path)
-    return mapped if _in_huge_pages(mapped) else mapped.copy()
+    return mapped if _in_huge_pages(mapped) else _read_only(mapped.copy())
+
+
+def _file_identity(path: Path) -> tuple[int, int, int]:
+    stat = path.stat()
+    return stat.st_dev, stat.st_ino, stat.st_mtime_ns
+
+
+def _table_data_offset(fh: BinaryIO, path: Path) -> int:
+    """Where the table starts in the .npy file ``fh``; ValueError for any other file."""
+    try:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(fh)
+        else:
+            raise ValueError(f".npy version {version}")
+    except ValueError as exc:
+        raise ValueError(f"{path} is not a colour table: {exc}") from None
+    data_offset = fh.tell()
+    if (
+        shape != (TABLE_SIZE,)
+        or fortran_order
+        or dtype != np.dtype("<u4")
+        or data_offset % 4  # the C gather reads whole aligned words
+        or os.fstat(fh.fileno()).st_size != data_offset + 4 * TABLE_SIZE
+    ):
+        raise ValueError(f"{path} is not a colour table")
+    return data_offset
 
 
 def _map_table(path: Path) -> np.ndarray:
-    """``path`` mapped read-only, after checking its .npy header (ValueError for any other file)."""
+    """``path`` mapped read-only, every page faulted in."""
     with open(path, "rb") as fh:
-        try:
-            version = np.lib.format.read_magic(fh)
-            if version == (1, 0):
-                shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(fh)
-            elif version == (2, 0):
-                shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(fh)
-            else:
-                raise ValueError(f".npy version {version}")
-        except ValueError as exc:
-            raise ValueError(f"{path} is not a colour table: {exc}") from None
-        data_offset = fh.tell()
-        size = os.fstat(fh.fileno()).st_size
-        if (
-            shape != (TABLE_SIZE,)
-            or dtype != np.dtype("<u4")
-            or size != data_offset + 4 * TABLE_SIZE
-        ):
-            raise ValueError(f"{path} is not a colour table")
-        mapping = mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_READ)
+        data_offset = _table_data_offset(fh, path)
+        mapping = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
     if hasattr(mmap, "MADV_HUGEPAGE"):
-        mapping.madvise(mmap.MADV_HUGEPAGE)
+        with contextlib.suppress(OSError):  # a kernel without transparent huge pages
+            mapping.madvise(mmap.MADV_HUGEPAGE)
     table = np.frombuffer(mapping, "<u4", TABLE_SIZE, data_offset)
     # Fault every page in now, not one by one inside the first tiles' gathers.
     int(np.frombuffer(mapping, np.uint8)[:: mmap.PAGESIZE].sum())
     return table
 
 
+def _read_table(path: Path) -> np.ndarray:
+    with open(path, "rb") as fh:
+        data_offset = _table_data_offset(fh, path)
+        fh.seek(data_offset)
+        return _read_only(np.fromfile(fh, "<u4", TABLE_SIZE))
+
+
+def _read_only(table: np.ndarray) -> np.ndarray:
+    table.flags.writeable = False
+    return table
+
+
+# Fields of /proc/self/smaps that count a mapping's memory mapped in 2 MiB pages.
+_HUGE_PAGE_FIELDS = (b"FilePmdMapped:", b"AnonHugePages:", b"ShmemPmdMapped:")
+
+
 def _in_huge_pages(table: np.ndarray) -> bool:
     """Whether ``table``, a mapping of its own (as :func:`_map_table` makes), is at least 3/4
-    mapped in 2 MiB pages (Linux smaps counts per mapping, not per array)."""
-    address = table.ctypes.data
-    huge_kib = 0
+    mapped in 2 MiB pages (smaps counts per mapping, not per array)."""
     try:
-        with open("/proc/self/smaps") as smaps:
-            inside = False
-            for line in smaps:
-                first = line.split(" ", 1)[0]
-                if "-" in first:  # a mapping's header line: "start-end perms offset ..."
-                    if inside:
-                        break  # smaps costs the kernel a page walk per mapping: stop here
-                    low, high = first.split("-")
-                    inside = int(low, 16) <= address < int(high, 16)
-                elif inside and first in ("FilePmdMapped:", "AnonHugePages:"):
-                    huge_kib += int(line.split()[1])
+        with open("/proc/self/smaps", "rb") as smaps:
+            huge_kib = huge_kib_of_mapping(smaps, table.ctypes.data)
     except (OSError, ValueError):
         return False
     return huge_kib * 1024 >= table.nbytes * 3 // 4
+
+
+def huge_kib_of_mapping(smaps: Iterable[bytes], address: int) -> int:
+    """KiB mapped in 2 MiB pages in the mapping of ``smaps`` (the lines of a /proc/PID/smaps)
+    that holds ``address``; 0 when no mapping holds it."""
+    huge_kib = 0
+    inside = False
+    for line in smaps:
+        first = line.split(b" ", 1)[0]
+        if b"-" in first:  # a mapping's header line: "start-end perms offset dev inode path"
+            if inside:
+                break  # smaps costs the kernel a page walk per mapping: stop at the next one
+            low, high = first.split(b"-")
+            inside = int(low, 16) <= address < int(high, 16)
+        elif inside and first in _HUGE_PAGE_FIELDS:
+            huge_kib += int(line.split()[1])
+    return huge_kib
 
 
 def _drop_cached_pages(fd: int) -> None:

@@ -45,10 +45,57 @@ def test_a_mapping_in_small_pages_is_replaced_by_a_copy(
     built = scanscope_table()
     path = tmp_path / "table.npy"
     assert built.save(path)
+    dropped: list[int] = []
     monkeypatch.setattr(colour, "_in_huge_pages", lambda table: False)
+    monkeypatch.setattr(colour, "_drop_cached_pages", dropped.append)
+    for _ in range(2):
+        loaded = ColourTable.from_file(path)
+        assert loaded.table.flags.owndata
+        assert not loaded.table.flags.writeable
+        assert np.array_equal(loaded.table, built.table)
+    # Dropped and re-read once; after that a filesystem that cannot do better is not made to
+    # re-read 64 MiB from disk at every load.
+    assert len(dropped) == 1
+
+
+def test_a_file_that_cannot_be_mapped_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built = scanscope_table()
+    path = tmp_path / "table.npy"
+    assert built.save(path)
+
+    def cannot_map(*args: object, **kwargs: object) -> mmap.mmap:
+        raise OSError(19, "No such device")
+
+    monkeypatch.setattr(colour.mmap, "mmap", cannot_map)
     loaded = ColourTable.from_file(path)
-    assert loaded.table.flags.owndata
+    assert not loaded.table.flags.writeable
     assert np.array_equal(loaded.table, built.table)
+
+
+SMAPS = b"""\
+55d0c8a00000-55d0c8a21000 r--p 00000000 fe:00 131 /usr/bin/python3.11
+Size:                132 kB
+FilePmdMapped:         0 kB
+7f794c200000-7f7950201000 r--s 00000000 fe:00 16039950 /cache/t\xe9ble.npy
+Size:              65540 kB
+AnonHugePages:         0 kB
+ShmemPmdMapped:        0 kB
+FilePmdMapped:     63488 kB
+VmFlags: rd sh mr mw me ms hg
+7f7950201000-7f7950400000 rw-p 00000000 00:00 0
+AnonHugePages:      2048 kB
+"""
+
+
+def test_smaps_is_read_for_the_mapping_that_holds_the_table() -> None:
+    lines = SMAPS.splitlines(keepends=True)
+    assert colour.huge_kib_of_mapping(lines, 0x7F794C200080) == 63488
+    # The mappings before and after it, and an address in none, count nothing of it.
+    assert colour.huge_kib_of_mapping(lines, 0x55D0C8A00000) == 0
+    assert colour.huge_kib_of_mapping(lines, 0x7F7950201000) == 2048
+    assert colour.huge_kib_of_mapping(lines, 0x10) == 0
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
@@ -64,6 +111,8 @@ def test_small_page_mappings_are_told_apart(tmp_path: Path) -> None:
 
 
 def write_not_a_table(path: Path, kind: str) -> None:
+    # Written to files of their own: truncating a cache file that a process has mapped would
+    # kill that process (SIGBUS); svsicc only ever replaces cache files whole.
     if kind == "truncated":
         scanscope_table().save(path)
         with open(path, "r+b") as fh:
@@ -78,9 +127,22 @@ def write_not_a_table(path: Path, kind: str) -> None:
         path.write_bytes(b"GIF89a" + bytes(1000))
     elif kind == "empty":
         path.write_bytes(b"")
+    elif kind == "fortran order":
+        with open(path, "wb") as fh:
+            header = {"descr": "<u4", "fortran_order": True, "shape": (TABLE_SIZE,)}
+            np.lib.format.write_array_header_1_0(fh, header)
+            fh.write(bytes(4 * TABLE_SIZE))
 
 
-KINDS = ["truncated", "wrong dtype", "wrong shape", "big-endian", "not npy", "empty"]
+KINDS = [
+    "truncated",
+    "wrong dtype",
+    "wrong shape",
+    "big-endian",
+    "not npy",
+    "empty",
+    "fortran order",
+]
 
 
 @pytest.mark.parametrize("kind", KINDS)
