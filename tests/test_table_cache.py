@@ -26,12 +26,17 @@ def scanscope_table() -> ColourTable:
     return _built[0]
 
 
-def test_a_cached_table_loads_equal_and_read_only(tmp_path: Path) -> None:
-    built = scanscope_table()
+@pytest.fixture
+def saved(tmp_path: Path) -> Path:
+    """The ScanScope table saved as apply's cache saves it."""
     path = tmp_path / "table.npy"
-    assert built.save(path)
-    loaded = ColourTable.from_file(path)
-    assert np.array_equal(loaded.table, built.table)
+    assert scanscope_table().save(path)
+    return path
+
+
+def test_a_cached_table_loads_equal_and_read_only(saved: Path) -> None:
+    loaded = ColourTable.from_file(saved)
+    assert np.array_equal(loaded.table, scanscope_table().table)
     # Shared with every process that maps the file: nothing may write into it.
     assert not loaded.table.flags.writeable
     # Either the file mapped in huge pages, or a private copy: never a mapping in 4 KiB pages,
@@ -40,38 +45,29 @@ def test_a_cached_table_loads_equal_and_read_only(tmp_path: Path) -> None:
 
 
 def test_a_mapping_in_small_pages_is_replaced_by_a_copy(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    saved: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    built = scanscope_table()
-    path = tmp_path / "table.npy"
-    assert built.save(path)
     dropped: list[int] = []
     monkeypatch.setattr(colour, "_in_huge_pages", lambda table: False)
     monkeypatch.setattr(colour, "_drop_cached_pages", dropped.append)
     for _ in range(2):
-        loaded = ColourTable.from_file(path)
+        loaded = ColourTable.from_file(saved)
         assert loaded.table.flags.owndata
         assert not loaded.table.flags.writeable
-        assert np.array_equal(loaded.table, built.table)
+        assert np.array_equal(loaded.table, scanscope_table().table)
     # Dropped and re-read once; after that a filesystem that cannot do better is not made to
     # re-read 64 MiB from disk at every load.
     assert len(dropped) == 1
 
 
-def test_a_file_that_cannot_be_mapped_is_read(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    built = scanscope_table()
-    path = tmp_path / "table.npy"
-    assert built.save(path)
-
+def test_a_file_that_cannot_be_mapped_is_read(saved: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def cannot_map(*args: object, **kwargs: object) -> mmap.mmap:
         raise OSError(19, "No such device")
 
     monkeypatch.setattr(colour.mmap, "mmap", cannot_map)
-    loaded = ColourTable.from_file(path)
+    loaded = ColourTable.from_file(saved)
     assert not loaded.table.flags.writeable
-    assert np.array_equal(loaded.table, built.table)
+    assert np.array_equal(loaded.table, scanscope_table().table)
 
 
 SMAPS = b"""\
@@ -99,10 +95,8 @@ def test_smaps_is_read_for_the_mapping_that_holds_the_table() -> None:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
-def test_small_page_mappings_are_told_apart(tmp_path: Path) -> None:
-    path = tmp_path / "table.npy"
-    assert scanscope_table().save(path)
-    with open(path, "rb") as fh:
+def test_small_page_mappings_are_told_apart(saved: Path) -> None:
+    with open(saved, "rb") as fh:
         mapping = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
     mapping.madvise(mmap.MADV_NOHUGEPAGE)
     table = np.frombuffer(mapping, "<u4", TABLE_SIZE, 128)
