@@ -346,12 +346,12 @@ def _load_table(path: Path) -> np.ndarray:
     The cache is only ever replaced atomically (``os.replace``), never rewritten in place: a
     mapping always sees a whole file (truncating a mapped file would kill the process).
     """
+    if not sys.platform.startswith("linux"):
+        return _read_table(path)  # no way to tell what page size a mapping got
     try:
         mapped = _map_table(path)
     except OSError:  # a filesystem that cannot map files
         return _read_table(path)
-    if not sys.platform.startswith("linux"):
-        return _read_only(mapped.copy())
     if _in_huge_pages(mapped):
         return mapped
     identity = _file_identity(path)
