@@ -7,6 +7,7 @@ label and macro; tiles cut from the real CMU-1 pixels, no two level-0 tiles alik
 ScanScope v1 profile embedded) and times, alternating the variants within each repetition:
 
   floor     read -> decode -> re-encode -> write through apply's own writer, no colour work
+  floor-2   svsicc.apply(workers=2) with the colour stage made a no-op: the floor on the pool
   svsicc-1  svsicc.apply(workers=1)
   svsicc-2  svsicc.apply(workers=2)
   naive     as floor, plus Pillow ImageCms.applyTransform per tile (transform built once)
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parent.parent
 PROFILE_FILE = REPO / "tests" / "data" / "ScanScope_v1_from_CMU-Embed.icc"
-VARIANTS = ("floor", "svsicc-1", "svsicc-2", "naive", "libvips")
+VARIANTS = ("floor", "floor-2", "svsicc-1", "svsicc-2", "naive", "libvips")
 STYLES = ("at2", "gt450")
 # Bump when the slides this script builds change, so cached ones are rebuilt.
 BUILD_VERSION = 1
@@ -282,6 +283,14 @@ def child_main(args: argparse.Namespace) -> None:
         extra = copy_with_colour_stage(src, dst, NoColour())
     elif args.child == "naive":
         extra = copy_with_colour_stage(src, dst, NaiveTransform(PROFILE_FILE.read_bytes()))
+    elif args.child == "floor-2":
+        import svsicc
+        from svsicc.colour import ColourTable
+
+        # Patched before the pool forks, so its workers run the floor's no-op colour stage.
+        ColourTable.apply_bgrx = NoColour.apply_bgrx  # type: ignore[method-assign,assignment]
+        result = svsicc.apply(src, dst, workers=2)
+        extra = {"segments": float(result.segments_rewritten)}
     elif args.child in ("svsicc-1", "svsicc-2"):
         import svsicc
 
@@ -434,7 +443,32 @@ def ratio_lines(slides: Sequence[BuiltSlide], runs: Sequence[Run]) -> tuple[list
             lines.append(text)
     for target in TARGETS:
         lines.append(f"  t({target.numerator})/t({target.denominator}): {target.meaning}")
+    lines += scaling_lines(slides, runs)
     return lines, all_pass
+
+
+def scaling_lines(slides: Sequence[BuiltSlide], runs: Sequence[Run]) -> list[str]:
+    """The codec floor's own 1-to-2-worker ratio beside svsicc's: context, no target.
+
+    floor-2 is apply's pool with nothing to convert, so it shares every cost of running on two
+    cores (pool start, result transfer, one writer, fsync) and whatever the host takes from
+    either core during the run. A low svsicc ratio next to an equally low floor ratio is the
+    machine, not the colour stage.
+    """
+    lines = []
+    for slide in slides:
+        medians = {
+            v: median([r.seconds for r in runs_of(runs, slide, v)])
+            for v in ("floor", "floor-2", "svsicc-1", "svsicc-2")
+        }
+        if any(value != value for value in medians.values()):  # NaN: a variant was not run
+            continue
+        lines.append(
+            f"{slide.style:<6} 1-to-2-worker ratio, no target: codec floor "
+            f"t(floor)/t(floor-2) = {medians['floor'] / medians['floor-2']:.3f}, svsicc "
+            f"t(svsicc-1)/t(svsicc-2) = {medians['svsicc-1'] / medians['svsicc-2']:.3f}"
+        )
+    return lines
 
 
 def stage_breakdown(slide: BuiltSlide, tiles: int) -> tuple[str, Any]:

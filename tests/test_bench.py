@@ -152,7 +152,7 @@ def test_benchmark_script_runs_end_to_end(tmp_path: Path) -> None:
 
     script = Path(__file__).parent.parent / "benchmarks" / "bench_apply.py"
     runs_file = tmp_path / "runs.json"
-    variants = ("floor", "svsicc-1", "svsicc-2", "naive")
+    variants = ("floor", "floor-2", "svsicc-1", "svsicc-2", "naive")
     done = subprocess.run(
         [sys.executable, str(script), "--size", "1024", "--reps", "1", "--no-check",
          "--variants", ",".join(variants), "--work", str(tmp_path / "work"),
@@ -168,6 +168,12 @@ def test_benchmark_script_runs_end_to_end(tmp_path: Path) -> None:
             assert f"{style}-1024" in report and variant in report
         assert re.search(rf"^{style} +t\(floor\)/t\(svsicc-1\) = +[\d.]+", report, re.M)
         assert re.search(rf"^{style}: interleaved .* t\(floor\)/t\(svsicc\) = [\d.]+", report, re.M)
+        assert re.search(
+            rf"^{style} +1-to-2-worker ratio, no target: codec floor t\(floor\)/t\(floor-2\) = "
+            r"[\d.]+, svsicc t\(svsicc-1\)/t\(svsicc-2\) = [\d.]+$",
+            report,
+            re.M,
+        )
     runs = json.loads(runs_file.read_text())["runs"]
     assert len(runs) == 2 * len(variants)
     assert {r["variant"] for r in runs} == set(variants)
