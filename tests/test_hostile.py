@@ -685,7 +685,8 @@ def test_interrupt_removes_the_temporary_file(
     wait_for_temp(tmp_path, process)
     process.send_signal(sig)
     _, err = process.communicate(timeout=60)
-    assert process.returncode == 130
+    # stderr in the message: an exit by a signal (-2) was seen once and never reproduced.
+    assert process.returncode == 130, f"exit {process.returncode}, stderr: {err!r}"
     assert err.strip() == "svsicc: interrupted; no output was left behind"
     assert listing(tmp_path) == []
     assert sha256(slow_slide) == before
