@@ -20,6 +20,7 @@ from .colour import ColourTable, IccProfile, Intent, default_target
 from .engine import (
     SUPPORTED_COMPRESSIONS,
     BadSegment,
+    Encoded,
     PageJob,
     ProgressCallback,
     SegmentTask,
@@ -337,7 +338,7 @@ class _Placement:
     _block: int = 0
     _cursor: int = 0
 
-    def place(self, original_offset: int, data: bytes) -> int:
+    def place(self, original_offset: int, data: Encoded) -> int:
         while self._block < len(self.blocks) and self.blocks[self._block][1] <= original_offset:
             self._block += 1
         if self._block < len(self.blocks):
@@ -443,6 +444,7 @@ def _write_copy(
             slide.path, jobs, tasks, table, table_file, pool, keep_bad, _ReaderFile(reader)
         )
         for done, (task, result) in enumerate(processed, start=1):
+            data: Encoded
             if isinstance(result, BadSegment):
                 bad.append(result)
                 data = reader.read(task.offset, task.count, "segment", ifd=task.page)

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import mmap
+import multiprocessing
 import os
 import signal
+import struct
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 import numpy as np
 
@@ -97,6 +100,24 @@ class BatchTask:
     segments: tuple[SegmentTask, ...]
     keep_bad: bool
     learned: tuple[tuple[int, object], ...] = ()  # (page, AdaptiveCodec.learned_state())
+
+
+# A segment's new bytes: ``bytes``, or a view into a result ring that is valid only until the
+# next item is taken from the stream that yielded it.
+Encoded: TypeAlias = bytes | memoryview
+
+
+@dataclass(frozen=True)
+class RingBatch:
+    """A batch whose encoded segments a worker left in its result ring, back to back."""
+
+    ring: int
+    start: int  # position in the ring's byte stream (it wraps at the ring's capacity)
+    items: tuple[int | BadSegment, ...]  # each segment's size, or why it was kept
+
+    @property
+    def size(self) -> int:
+        return sum(item for item in self.items if isinstance(item, int))
 
 
 def make_codec(job: PageJob) -> SegmentCodec:
@@ -209,6 +230,112 @@ def read_segment(fh: SeekableReader, task: SegmentTask) -> bytes:
     return fh.read(task.count)
 
 
+# -- result rings ------------------------------------------------------------------------------
+
+# Per worker. A batch is up to 128 segments of ~20 KB; one that does not fit travels pickled.
+RING_BYTES = 8 << 20
+
+
+class ResultRings:
+    """Shared memory through which forked workers hand back a batch's encoded segments.
+
+    Pickled through the pool's pipe, a batch's bytes are copied four more times, each into fresh
+    memory (pickle buffer, pipe, receive buffer, unpickled objects), and fresh pages fault in at
+    ~3 us each on the reference VM. Instead each worker copies a batch into its own ring and
+    returns only the sizes (:class:`RingBatch`); the writer writes straight from the ring and
+    then marks the batch consumed. Measured on fresh 2-worker applies, alternating 10 runs each:
+    3-5% less wall time (AT2 and GT450 style), 2.5-5% less CPU time.
+
+    A worker never waits for ring space: a batch that does not fit is returned pickled, as
+    without rings. The ring positions only grow; a batch never wraps (it starts over at the
+    ring's beginning instead), so each one is a single slice.
+    """
+
+    def __init__(self, workers: int, capacity: int = RING_BYTES) -> None:
+        self.workers = workers
+        self.capacity = capacity
+        # int64 counters: the next ring to claim, each ring's consumed and produced positions.
+        self._header = -(-8 * (1 + 2 * workers) // mmap.PAGESIZE) * mmap.PAGESIZE
+        # Anonymous and shared: forked workers inherit it; it goes away with the last user.
+        self._map = mmap.mmap(-1, self._header + workers * capacity)
+        self._lock = multiprocessing.get_context("fork").Lock()
+        self._view: memoryview | None = None
+        self.batches_received = 0  # parent side: how many batches came through a ring
+
+    def _counter(self, slot: int) -> int:
+        return int(struct.unpack_from("<q", self._map, 8 * slot)[0])
+
+    def _set_counter(self, slot: int, value: int) -> None:
+        struct.pack_into("<q", self._map, 8 * slot, value)
+
+    def _offset(self, ring: int, position: int) -> int:
+        return self._header + ring * self.capacity + position % self.capacity
+
+    def unread(self, ring: int) -> int:
+        """Bytes a worker left in ``ring`` that the writer has not consumed yet."""
+        return self._counter(1 + self.workers + ring) - self._counter(1 + ring)
+
+    # worker side
+
+    def claim(self) -> int | None:
+        """This worker's ring, or None when every ring is taken."""
+        with self._lock:
+            ring = self._counter(0)
+            if ring >= self.workers:
+                return None
+            self._set_counter(0, ring + 1)
+        return ring
+
+    def put(
+        self, ring: int, produced: int, results: Sequence[bytes | BadSegment]
+    ) -> RingBatch | None:
+        """Copy ``results`` into ``ring`` after position ``produced``; None if they do not fit."""
+        size = sum(len(r) for r in results if isinstance(r, bytes))
+        start = produced
+        if start % self.capacity + size > self.capacity:
+            start += self.capacity - start % self.capacity
+        if size > self.capacity or start + size - self._counter(1 + ring) > self.capacity:
+            return None
+        offset = self._offset(ring, start)
+        items: list[int | BadSegment] = []
+        for result in results:
+            if isinstance(result, BadSegment):
+                items.append(result)
+                continue
+            self._map[offset : offset + len(result)] = result
+            offset += len(result)
+            items.append(len(result))
+        self._set_counter(1 + self.workers + ring, start + size)
+        return RingBatch(ring, start, tuple(items))
+
+    # parent side
+
+    def segments(self, batch: RingBatch) -> Iterator[Encoded | BadSegment]:
+        """The batch's segments as views into the ring, valid until :meth:`consume`."""
+        if self._view is None:
+            self._view = memoryview(self._map)
+        offset = self._offset(batch.ring, batch.start)
+        for item in batch.items:
+            if isinstance(item, BadSegment):
+                yield item
+            else:
+                yield self._view[offset : offset + item]
+                offset += item
+        self.batches_received += 1
+
+    def consume(self, batch: RingBatch) -> None:
+        """Give the batch's space back to its worker."""
+        slot = 1 + batch.ring
+        self._set_counter(slot, max(self._counter(slot), batch.start + batch.size))
+
+    def close(self) -> None:
+        if self._view is not None:
+            self._view.release()
+            self._view = None
+        with contextlib.suppress(BufferError):  # a view still held somewhere: unmapped by GC
+            self._map.close()
+
+
 # -- worker processes ----------------------------------------------------------------------------
 
 _worker_state: dict[str, object] = {}
@@ -242,11 +369,30 @@ def _read_all(task: BatchTask) -> list[bytes]:
         return [read_segment(fh, seg) for seg in task.segments]
 
 
-def run_batch(task: BatchTask) -> list[bytes | BadSegment]:
+def run_batch(task: BatchTask) -> list[bytes | BadSegment] | RingBatch:
     processor = _worker_processor(task)
     datas = _read_all(task)
     processor.restore(task.learned)
-    return processor.process_many(task.segments, datas)
+    results = processor.process_many(task.segments, datas)
+    ring = _worker_state.get("ring")
+    if not isinstance(ring, _RingWriter):
+        return results
+    return ring.put(results) or results
+
+
+class _RingWriter:
+    """A worker's own ring and how far it has written into it."""
+
+    def __init__(self, rings: ResultRings, ring: int) -> None:
+        self.rings = rings
+        self.ring = ring
+        self.produced = 0
+
+    def put(self, results: Sequence[bytes | BadSegment]) -> RingBatch | None:
+        batch = self.rings.put(self.ring, self.produced, results)
+        if batch is not None:
+            self.produced = batch.start + batch.size
+        return batch
 
 
 def run_warmup(task: BatchTask) -> tuple[list[bytes | BadSegment], dict[int, object]]:
@@ -277,8 +423,12 @@ def _interrupts_deferred() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _DEFERRED_SIGNALS)
 
 
-def _init_worker(parent: int) -> None:
+def _init_worker(parent: int, rings: ResultRings | None) -> None:
     import time
+
+    ring = rings.claim() if rings is not None else None
+    if rings is not None and ring is not None:
+        _worker_state["ring"] = _RingWriter(rings, ring)
 
     # The parent handles Ctrl-C and shuts the pool down; workers must not die mid-batch first.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -300,21 +450,23 @@ def _init_worker(parent: int) -> None:
 class WorkerPool:
     """A process pool that can be reused across slides (a migration keeps one)."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, ring_bytes: int = RING_BYTES) -> None:
         self.workers = max(1, workers)
+        self.ring_bytes = ring_bytes
+        self.rings: ResultRings | None = None
         self._executor: ProcessPoolExecutor | None = None
 
     def executor(self) -> ProcessPoolExecutor:
         if self._executor is None:
-            import multiprocessing
-
             # fork is fast and shares the imported modules; workers hold no threads of ours.
             method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+            # Spawned workers could not inherit the rings: their results travel pickled.
+            self.rings = ResultRings(self.workers, self.ring_bytes) if method == "fork" else None
             self._executor = ProcessPoolExecutor(
                 self.workers,
                 mp_context=multiprocessing.get_context(method),
                 initializer=_init_worker,
-                initargs=(os.getpid(),),
+                initargs=(os.getpid(), self.rings),
             )
         return self._executor
 
@@ -322,6 +474,9 @@ class WorkerPool:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
+        if self.rings is not None:
+            self.rings.close()
+            self.rings = None
 
     def __enter__(self) -> WorkerPool:
         return self
@@ -356,8 +511,11 @@ def process_segments(
     pool: WorkerPool | None,
     keep_bad: bool,
     fh: SeekableReader,
-) -> Iterator[tuple[SegmentTask, bytes | BadSegment]]:
-    """Yield (task, new bytes) in task order, computed in-process or on the pool."""
+) -> Iterator[tuple[SegmentTask, Encoded | BadSegment]]:
+    """Yield (task, new bytes) in task order, computed in-process or on the pool.
+
+    New bytes may be a view into a pool's result ring: use it before taking the next item.
+    """
     processor = SegmentProcessor(slide, pages, table, keep_bad)
     on_pool = pool if pool is not None and pool.workers > 1 else None
 
@@ -389,6 +547,7 @@ def process_segments(
         results, learned = _warm_up_on_pool(on_pool, template(), groups)
     warm = dict(zip((i for sample in samples for i in sample), results, strict=True))
     batches = batched([t for i, t in enumerate(tasks) if i not in warm], ADAPTIVE_BATCH)
+    stream: Iterator[tuple[SegmentTask, Encoded | BadSegment]]
     if on_pool is None:
         stream = _in_process(processor, batches, fh, learned)
     else:
@@ -443,11 +602,15 @@ def _warm_up_on_pool(
             future.cancel()
 
 
+BatchFuture: TypeAlias = "Future[list[bytes | BadSegment] | RingBatch]"
+
+
 def _on_pool(
     pool: WorkerPool, template: BatchTask, batches: Iterable[tuple[SegmentTask, ...]]
-) -> Iterator[tuple[SegmentTask, bytes | BadSegment]]:
+) -> Iterator[tuple[SegmentTask, Encoded | BadSegment]]:
     executor = pool.executor()
-    window: deque[tuple[tuple[SegmentTask, ...], Future[list[bytes | BadSegment]]]] = deque()
+    rings = pool.rings
+    window: deque[tuple[tuple[SegmentTask, ...], BatchFuture]] = deque()
     # A bounded window keeps memory flat however large the slide is.
     limit = pool.workers * 4
 
@@ -460,19 +623,51 @@ def _on_pool(
         for batch in batches:
             submit(batch)
             if len(window) >= limit:
-                yield from _drain_one(window)
+                yield from _drain_one(window, rings)
         while window:
-            yield from _drain_one(window)
+            yield from _drain_one(window, rings)
     finally:
         for _, future in window:
             future.cancel()
+        if rings is not None:
+            _release_unread(window, rings)
 
 
 def _drain_one(
-    window: deque[tuple[tuple[SegmentTask, ...], Future[list[bytes | BadSegment]]]],
-) -> Iterator[tuple[SegmentTask, bytes | BadSegment]]:
+    window: deque[tuple[tuple[SegmentTask, ...], BatchFuture]], rings: ResultRings | None
+) -> Iterator[tuple[SegmentTask, Encoded | BadSegment]]:
     batch, future = window.popleft()
-    yield from zip(batch, future.result(), strict=True)
+    result = future.result()
+    if not isinstance(result, RingBatch):
+        yield from zip(batch, result, strict=True)
+        return
+    if rings is None:
+        raise RuntimeError("a worker returned a ring batch to a pool without rings")
+    try:
+        yield from zip(batch, rings.segments(result), strict=True)
+    finally:
+        # Also when the consumer stops mid-batch: the worker's next batches need the space.
+        rings.consume(result)
+
+
+def _release_unread(
+    window: deque[tuple[tuple[SegmentTask, ...], BatchFuture]], rings: ResultRings
+) -> None:
+    """Give back the ring space of batches nobody will read, after the consumer stopped early.
+
+    Cancelled batches never ran; the others may already sit in their worker's ring, and on a
+    kept pool (migrate) that worker's batches for the next slide need the space. Waiting for
+    them costs at most the few batches already handed to workers, and only on this error path.
+    """
+    for _, future in window:
+        if future.cancelled():
+            continue
+        try:
+            result = future.result()
+        except Exception:  # a failed or broken batch left nothing in a ring
+            continue
+        if isinstance(result, RingBatch):
+            rings.consume(result)
 
 
 ProgressCallback = Callable[[int, int], None]

@@ -390,11 +390,11 @@ class TiffPatcher:
         self._bo = structure.byteorder
         self.end = structure.file_size
 
-    def write_at(self, offset: int, data: bytes) -> None:
+    def write_at(self, offset: int, data: bytes | memoryview) -> None:
         self._fh.seek(offset)
         self._fh.write(data)
 
-    def append(self, data: bytes, align: int = 2) -> int:
+    def append(self, data: bytes | memoryview, align: int = 2) -> int:
         offset = self.end + (-self.end % align)
         if not self.structure.bigtiff and offset + len(data) > CLASSIC_LIMIT:
             raise ClassicTiffLimitError(

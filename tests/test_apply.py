@@ -17,6 +17,7 @@ import tifffile
 
 import svsicc
 from svsicc.colour import IccProfile, Intent, default_target, reference_transform
+from svsicc.engine import WorkerPool
 from svsicc.synthetic import load_real_pixels, preset, write_slide
 
 from .conftest import (
@@ -175,6 +176,57 @@ def test_workers_give_identical_bytes(
     parallel = tmp_path / "parallel.svs"
     svsicc.apply(CMU_SMALL, parallel, profile=SCANSCOPE, workers=2)
     assert parallel.read_bytes() == out.read_bytes()
+
+
+def test_results_come_back_through_the_result_rings(
+    tmp_path: Path, cmu_applied: tuple[Path, svsicc.ApplyResult]
+) -> None:
+    out, _ = cmu_applied
+    with WorkerPool(2) as pool:
+        svsicc.apply(CMU_SMALL, tmp_path / "ring.svs", profile=SCANSCOPE, pool=pool)
+        assert pool.rings is not None and pool.rings.batches_received > 0
+        assert [pool.rings.unread(ring) for ring in range(2)] == [0, 0]
+    assert (tmp_path / "ring.svs").read_bytes() == out.read_bytes()
+
+
+def test_batches_larger_than_a_ring_travel_pickled(
+    tmp_path: Path, cmu_applied: tuple[Path, svsicc.ApplyResult]
+) -> None:
+    out, _ = cmu_applied
+    with WorkerPool(2, ring_bytes=4096) as pool:  # smaller than any batch of tiles
+        svsicc.apply(CMU_SMALL, tmp_path / "pickled.svs", profile=SCANSCOPE, pool=pool)
+        assert pool.rings is not None and pool.rings.batches_received == 0
+    assert (tmp_path / "pickled.svs").read_bytes() == out.read_bytes()
+
+
+class _StopAfter(Exception):
+    pass
+
+
+def test_an_apply_stopped_midway_gives_the_ring_space_back(
+    tmp_path: Path, cmu_applied: tuple[Path, svsicc.ApplyResult]
+) -> None:
+    """A kept pool (migrate's) must not lose ring space to a slide that failed halfway."""
+    out, _ = cmu_applied
+
+    def stop_after_ten(done: int, total: int) -> None:
+        if done == 10:
+            raise _StopAfter
+
+    with WorkerPool(2) as pool:
+        with pytest.raises(_StopAfter):
+            svsicc.apply(
+                CMU_SMALL, tmp_path / "stopped.svs", profile=SCANSCOPE, pool=pool,
+                progress=stop_after_ten,
+            )  # fmt: skip
+        assert pool.rings is not None
+        assert [pool.rings.unread(ring) for ring in range(2)] == [0, 0]
+        received = pool.rings.batches_received
+        svsicc.apply(CMU_SMALL, tmp_path / "next.svs", profile=SCANSCOPE, pool=pool)
+        assert pool.rings.batches_received > received
+        assert [pool.rings.unread(ring) for ring in range(2)] == [0, 0]
+    assert not (tmp_path / "stopped.svs").exists()
+    assert (tmp_path / "next.svs").read_bytes() == out.read_bytes()
 
 
 def test_uncompressed_embedded_profile_is_exact(tmp_path: Path) -> None:
