@@ -8,6 +8,7 @@ old ones occupied, in file order; a segment that no longer fits is appended at t
 from __future__ import annotations
 
 import bisect
+import contextlib
 import os
 import tempfile
 import time
@@ -440,25 +441,29 @@ def _write_copy(
     jobs = tuple(PageJob.for_page(p) for p in rewrite)
     table_file = _table_file_for_workers(table, pool)
     try:
-        processed = process_segments(
-            slide.path, jobs, tasks, table, table_file, pool, keep_bad, _ReaderFile(reader)
-        )
-        for done, (task, result) in enumerate(processed, start=1):
-            data: Encoded
-            if isinstance(result, BadSegment):
-                bad.append(result)
-                data = reader.read(task.offset, task.count, "segment", ifd=task.page)
-            else:
-                data = result
-            offset = placement.place(task.offset, data)
-            for page_index, segment in receivers[(task.offset, task.count)]:
-                new_offsets[page_index][segment] = offset
-                new_counts[page_index][segment] = len(data)
-                rewritten[page_index] += 1
-            if INTERRUPTED.is_set():
-                raise KeyboardInterrupt
-            if progress is not None:
-                progress(done, len(tasks))
+        # Closed on the way out, not whenever the exception that stopped the loop is freed: a
+        # stopped stream gives its pool's ring space back, and the pool must still be open then.
+        with contextlib.closing(
+            process_segments(
+                slide.path, jobs, tasks, table, table_file, pool, keep_bad, _ReaderFile(reader)
+            )
+        ) as processed:
+            for done, (task, result) in enumerate(processed, start=1):
+                data: Encoded
+                if isinstance(result, BadSegment):
+                    bad.append(result)
+                    data = reader.read(task.offset, task.count, "segment", ifd=task.page)
+                else:
+                    data = result
+                offset = placement.place(task.offset, data)
+                for page_index, segment in receivers[(task.offset, task.count)]:
+                    new_offsets[page_index][segment] = offset
+                    new_counts[page_index][segment] = len(data)
+                    rewritten[page_index] += 1
+                if INTERRUPTED.is_set():
+                    raise KeyboardInterrupt
+                if progress is not None:
+                    progress(done, len(tasks))
     finally:
         if table_file is not None and table_file != table.file:
             os.unlink(table_file)

@@ -13,10 +13,9 @@ import mmap
 import multiprocessing
 import os
 import signal
-import struct
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +104,8 @@ class BatchTask:
 # A segment's new bytes: ``bytes``, or a view into a result ring that is valid only until the
 # next item is taken from the stream that yielded it.
 Encoded: TypeAlias = bytes | memoryview
+# (task, new bytes or why they were kept) in task order; closed, it gives back what it holds.
+SegmentStream: TypeAlias = Generator[tuple[SegmentTask, Encoded | BadSegment], None, None]
 
 
 @dataclass(frozen=True)
@@ -258,15 +259,18 @@ class ResultRings:
         self._header = -(-8 * (1 + 2 * workers) // mmap.PAGESIZE) * mmap.PAGESIZE
         # Anonymous and shared: forked workers inherit it; it goes away with the last user.
         self._map = mmap.mmap(-1, self._header + workers * capacity)
+        # Aligned native 8-byte loads and stores: a counter is never read half-written.
+        self._counters = memoryview(self._map)[: self._header].cast("q")
         self._lock = multiprocessing.get_context("fork").Lock()
         self._view: memoryview | None = None
+        self._closed = False
         self.batches_received = 0  # parent side: how many batches came through a ring
 
     def _counter(self, slot: int) -> int:
-        return int(struct.unpack_from("<q", self._map, 8 * slot)[0])
+        return int(self._counters[slot])
 
     def _set_counter(self, slot: int, value: int) -> None:
-        struct.pack_into("<q", self._map, 8 * slot, value)
+        self._counters[slot] = value
 
     def _offset(self, ring: int, position: int) -> int:
         return self._header + ring * self.capacity + position % self.capacity
@@ -290,7 +294,7 @@ class ResultRings:
         self, ring: int, produced: int, results: Sequence[bytes | BadSegment]
     ) -> RingBatch | None:
         """Copy ``results`` into ``ring`` after position ``produced``; None if they do not fit."""
-        size = sum(len(r) for r in results if isinstance(r, bytes))
+        size = sum(len(r) for r in results if not isinstance(r, BadSegment))
         start = produced
         if start % self.capacity + size > self.capacity:
             start += self.capacity - start % self.capacity
@@ -324,14 +328,18 @@ class ResultRings:
         self.batches_received += 1
 
     def consume(self, batch: RingBatch) -> None:
-        """Give the batch's space back to its worker."""
+        """Give the batch's space back to its worker (nothing to give once the pool is closed)."""
+        if self._closed:
+            return
         slot = 1 + batch.ring
         self._set_counter(slot, max(self._counter(slot), batch.start + batch.size))
 
     def close(self) -> None:
+        self._closed = True
         if self._view is not None:
             self._view.release()
             self._view = None
+        self._counters.release()
         with contextlib.suppress(BufferError):  # a view still held somewhere: unmapped by GC
             self._map.close()
 
@@ -448,7 +456,10 @@ def _init_worker(parent: int, rings: ResultRings | None) -> None:
 
 
 class WorkerPool:
-    """A process pool that can be reused across slides (a migration keeps one)."""
+    """A process pool that can be reused across slides (``apply(pool=...)``), one at a time.
+
+    Not for two slides at once from two threads: each worker's result ring has one reader.
+    """
 
     def __init__(self, workers: int, ring_bytes: int = RING_BYTES) -> None:
         self.workers = max(1, workers)
@@ -511,7 +522,7 @@ def process_segments(
     pool: WorkerPool | None,
     keep_bad: bool,
     fh: SeekableReader,
-) -> Iterator[tuple[SegmentTask, Encoded | BadSegment]]:
+) -> SegmentStream:
     """Yield (task, new bytes) in task order, computed in-process or on the pool.
 
     New bytes may be a view into a pool's result ring: use it before taking the next item.
@@ -547,13 +558,14 @@ def process_segments(
         results, learned = _warm_up_on_pool(on_pool, template(), groups)
     warm = dict(zip((i for sample in samples for i in sample), results, strict=True))
     batches = batched([t for i, t in enumerate(tasks) if i not in warm], ADAPTIVE_BATCH)
-    stream: Iterator[tuple[SegmentTask, Encoded | BadSegment]]
+    stream: SegmentStream
     if on_pool is None:
         stream = _in_process(processor, batches, fh, learned)
     else:
         stream = _on_pool(on_pool, dataclasses.replace(template(), learned=learned), batches)
-    for i, task in enumerate(tasks):
-        yield (task, warm.pop(i)) if i in warm else next(stream)
+    with contextlib.closing(stream):
+        for i, task in enumerate(tasks):
+            yield (task, warm.pop(i)) if i in warm else next(stream)
 
 
 def _in_process(
@@ -561,7 +573,7 @@ def _in_process(
     batches: Iterable[tuple[SegmentTask, ...]],
     fh: SeekableReader,
     learned: tuple[tuple[int, object], ...],
-) -> Iterator[tuple[SegmentTask, bytes | BadSegment]]:
+) -> Generator[tuple[SegmentTask, bytes | BadSegment], None, None]:
     for group in batches:
         datas = [read_segment(fh, task) for task in group]
         processor.restore(learned)
@@ -607,7 +619,7 @@ BatchFuture: TypeAlias = "Future[list[bytes | BadSegment] | RingBatch]"
 
 def _on_pool(
     pool: WorkerPool, template: BatchTask, batches: Iterable[tuple[SegmentTask, ...]]
-) -> Iterator[tuple[SegmentTask, Encoded | BadSegment]]:
+) -> SegmentStream:
     executor = pool.executor()
     rings = pool.rings
     window: deque[tuple[tuple[SegmentTask, ...], BatchFuture]] = deque()
@@ -635,9 +647,11 @@ def _on_pool(
 
 def _drain_one(
     window: deque[tuple[tuple[SegmentTask, ...], BatchFuture]], rings: ResultRings | None
-) -> Iterator[tuple[SegmentTask, Encoded | BadSegment]]:
-    batch, future = window.popleft()
+) -> SegmentStream:
+    batch, future = window[0]
     result = future.result()
+    # Popped only now: a batch whose wait was interrupted stays for _release_unread.
+    window.popleft()
     if not isinstance(result, RingBatch):
         yield from zip(batch, result, strict=True)
         return
@@ -656,8 +670,9 @@ def _release_unread(
     """Give back the ring space of batches nobody will read, after the consumer stopped early.
 
     Cancelled batches never ran; the others may already sit in their worker's ring, and on a
-    kept pool (migrate) that worker's batches for the next slide need the space. Waiting for
-    them costs at most the few batches already handed to workers, and only on this error path.
+    pool kept for the next slide (``apply(pool=...)``) that worker's batches need the space.
+    Waiting for them costs at most the few batches already handed to workers, and only on this
+    error path.
     """
     for _, future in window:
         if future.cancelled():

@@ -17,7 +17,7 @@ import tifffile
 
 import svsicc
 from svsicc.colour import IccProfile, Intent, default_target, reference_transform
-from svsicc.engine import WorkerPool
+from svsicc.engine import BadSegment, ResultRings, WorkerPool
 from svsicc.synthetic import load_real_pixels, preset, write_slide
 
 from .conftest import (
@@ -197,6 +197,31 @@ def test_batches_larger_than_a_ring_travel_pickled(
         svsicc.apply(CMU_SMALL, tmp_path / "pickled.svs", profile=SCANSCOPE, pool=pool)
         assert pool.rings is not None and pool.rings.batches_received == 0
     assert (tmp_path / "pickled.svs").read_bytes() == out.read_bytes()
+
+
+def test_result_ring_arithmetic() -> None:
+    """A batch never spans the ring's end, never overwrites unread bytes, and never waits."""
+    rings = ResultRings(1, capacity=100)
+    assert rings.claim() == 0 and rings.claim() is None  # one ring per worker
+    bad = BadSegment(0, 1, "corrupt")
+    first = rings.put(0, 0, [b"x" * 40, bad, b"y" * 30])
+    assert first is not None and (first.start, first.size, first.items) == (0, 70, (40, bad, 30))
+    # 40 more bytes would cross the end: they would start over at 100, on unread bytes.
+    assert rings.put(0, 70, [b"z" * 40]) is None
+    assert [bytes(s) if isinstance(s, memoryview) else s for s in rings.segments(first)] == [
+        b"x" * 40, bad, b"y" * 30,
+    ]  # fmt: skip
+    rings.consume(first)
+    assert rings.unread(0) == 0
+    second = rings.put(0, 70, [b"z" * 40])
+    assert second is not None and second.start == 100  # the skipped 30 bytes count as used
+    assert rings.unread(0) == 70
+    assert rings.put(0, 140, [b"w" * 101]) is None  # larger than the ring: travels pickled
+    views = list(rings.segments(second))
+    assert [bytes(v) for v in views if isinstance(v, memoryview)] == [b"z" * 40]
+    assert rings.batches_received == 2
+    rings.close()  # while a view is still held
+    rings.consume(second)  # after close: nothing to give back, no error
 
 
 class _StopAfter(Exception):
