@@ -28,6 +28,7 @@ import argparse
 import hashlib
 import importlib.util
 import json
+import math
 import os
 import resource
 import statistics
@@ -461,7 +462,7 @@ def scaling_lines(slides: Sequence[BuiltSlide], runs: Sequence[Run]) -> list[str
             v: median([r.seconds for r in runs_of(runs, slide, v)])
             for v in ("floor", "floor-2", "svsicc-1", "svsicc-2")
         }
-        if any(value != value for value in medians.values()):  # NaN: a variant was not run
+        if any(math.isnan(value) for value in medians.values()):  # a variant was not run
             continue
         lines.append(
             f"{slide.style:<6} 1-to-2-worker ratio, no target: codec floor "

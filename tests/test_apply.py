@@ -204,19 +204,19 @@ def test_result_ring_arithmetic() -> None:
     rings = ResultRings(1, capacity=100)
     assert rings.claim() == 0 and rings.claim() is None  # one ring per worker
     bad = BadSegment(0, 1, "corrupt")
-    first = rings.put(0, 0, [b"x" * 40, bad, b"y" * 30])
+    first = rings.put(0, [b"x" * 40, bad, b"y" * 30])
     assert first is not None and (first.start, first.size, first.items) == (0, 70, (40, bad, 30))
     # 40 more bytes would cross the end: they would start over at 100, on unread bytes.
-    assert rings.put(0, 70, [b"z" * 40]) is None
+    assert rings.put(0, [b"z" * 40]) is None
     assert [bytes(s) if isinstance(s, memoryview) else s for s in rings.segments(first)] == [
         b"x" * 40, bad, b"y" * 30,
     ]  # fmt: skip
     rings.consume(first)
     assert rings.unread(0) == 0
-    second = rings.put(0, 70, [b"z" * 40])
+    second = rings.put(0, [b"z" * 40])
     assert second is not None and second.start == 100  # the skipped 30 bytes count as used
     assert rings.unread(0) == 70
-    assert rings.put(0, 140, [b"w" * 101]) is None  # larger than the ring: travels pickled
+    assert rings.put(0, [b"w" * 101]) is None  # larger than the ring: travels pickled
     views = list(rings.segments(second))
     assert [bytes(v) for v in views if isinstance(v, memoryview)] == [b"z" * 40]
     assert rings.batches_received == 2
