@@ -47,7 +47,7 @@ from typing import cast
 import imagecodecs
 import numpy as np
 
-from ..exceptions import UnsupportedLayoutError
+from ..exceptions import CodecError, UnsupportedLayoutError
 from . import openjpeg
 from .pixels import bgrx_from_rgb, rgb_from_layout
 
@@ -63,7 +63,7 @@ DEFAULT_PRECINCT_EXPONENT = 15  # no precinct sizes signalled: 2**15, i.e. one p
 CODEBLOCK_EXPONENT_OFFSET = 2  # SPcod stores log2(code-block size) - 2
 
 
-class Jpeg2000FormatError(ValueError):
+class Jpeg2000FormatError(CodecError):
     """A codestream svsicc cannot parse or OpenJPEG cannot decode."""
 
 
@@ -752,7 +752,7 @@ class Jpeg2000Codec:
             return bgrx_from_rgb(rgb_from_ycbcr(self._decode_subsampled(data, settings)))
         try:
             samples = imagecodecs.jpeg2k_decode(data, numthreads=1)
-        except Exception as exc:  # imagecodecs raises its own error types
+        except (imagecodecs.Jpeg2kError, ValueError) as exc:
             raise Jpeg2000FormatError(f"OpenJPEG cannot decode it: {exc}") from None
         if samples.shape != (rows, cols, 3) or samples.dtype != np.uint8:
             raise Jpeg2000FormatError(f"decodes to {samples.shape} {samples.dtype}")
@@ -779,8 +779,8 @@ class Jpeg2000Codec:
         return self._finish(self.rate.encode(encode_at, len(source)), settings)
 
     def _encode(self, samples: np.ndarray, settings: Jpeg2000Settings, level: float) -> bytes:
-        return bytes(
-            imagecodecs.jpeg2k_encode(
+        try:
+            encoded = imagecodecs.jpeg2k_encode(
                 samples,
                 # OpenJPEG takes the target PSNR as a float (imagecodecs passes it through to
                 # tcp_distoratio); the type stub's int is narrower than the function.
@@ -791,7 +791,9 @@ class Jpeg2000Codec:
                 resolutions=settings.resolutions,
                 numthreads=1,  # parallelism comes from the worker pool; threads cost more here
             )
-        )
+        except imagecodecs.Jpeg2kError as exc:
+            raise Jpeg2000FormatError(f"OpenJPEG cannot encode it: {exc}") from None
+        return bytes(encoded)
 
     @staticmethod
     def _decode_subsampled(data: bytes, settings: Jpeg2000Settings) -> np.ndarray:
