@@ -19,7 +19,7 @@ Design
 - Outputs appear only by rename (apply's ``.NAME.PID.svsicc-tmp``; the as-is copies of
   already-applied slides and the summary files use the same naming), so a final name always
   holds a complete file; at start-up, under the lock, migrate removes every such temporary file
-  under DST_DIR whose process is gone, whether or not its slide will be redone.
+  under DST_DIR that no process holds a lock on, whether or not its slide will be redone.
 - Statuses: ``done`` (converted); ``skipped: identity`` (the profile maps to sRGB as identity:
   apply's marked copy with unchanged pixels still lands in DST_DIR, so the mirror is complete);
   ``skipped: already applied`` (the source carries svsicc's mark: it is copied byte for byte, as
@@ -93,7 +93,7 @@ STATUS_ORDER = (
     RUNNING,
 )
 _HASH_CHUNK = 8 * 1024 * 1024
-_TEMP_PATTERN = re.compile(rf"^\.(?P<name>.+)\.\d+{re.escape(TEMP_SUFFIX)}$")
+_TEMP_PATTERN = re.compile(rf"^\.(?P<name>.+)\.\d+(?:\.[a-z]+)?{re.escape(TEMP_SUFFIX)}$")
 # How often the coordinator redraws the progress line while it waits for slides.
 _TICK_SECONDS = 0.5
 # Tiles decoded, transformed and encoded to estimate the per-pixel cost in a dry run.
@@ -415,7 +415,7 @@ def worker_environment(source_dir: str, destination_dir: str) -> dict[str, objec
 # Local pool workers. SIGTERM keeps its default (immediate death): ProcessPoolExecutor relies on
 # it to clear a broken pool, and a worker that unwound instead could block forever on a queue
 # lock left dirty. Whoever ends a worker removes its temporary file afterwards (the coordinator
-# sweeps DST_DIR for temporary files of dead processes); an orphan removes its own.
+# sweeps DST_DIR for temporary files nobody holds locked); an orphan removes its own.
 _slide_in_hand: list[Path] = []
 
 
@@ -665,7 +665,7 @@ class MigrationLock:
 
 
 def remove_stale_temps_under(dst_dir: Path) -> list[Path]:
-    """Remove the temporary files of dead processes anywhere under DST_DIR: those of slides
+    """Remove the temporary files nobody holds a lock on anywhere under DST_DIR: those of slides
     that will be redone and of slides that will not (finished, excluded, or gone)."""
     removed: list[Path] = []
     destinations: set[Path] = set()
@@ -911,17 +911,14 @@ def write_summaries(report: MigrationReport) -> None:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    temp = temp_name(path)
-    try:
-        with open(temp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(temp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise output_error(path, exc) from None
+    # Through a locked temporary file like a slide's, so no other run takes it for stale.
+    with TempOutput(path) as out:
+        assert out.file is not None
+        try:
+            out.file.write(text.encode("utf-8"))
+        except OSError as exc:
+            raise output_error(path, exc) from None
+        out.commit()
 
 
 def format_summary(report: MigrationReport, attention_limit: int = 100) -> str:

@@ -710,22 +710,6 @@ def test_after_kill_9_only_a_temp_file_remains_and_the_next_run_removes_it(
     assert listing(tmp_path) == ["o.svs"]
 
 
-def test_stale_temp_of_a_live_process_is_kept(tmp_path: Path) -> None:
-    """Only temporary files of dead processes are removed: a parallel run's file is not."""
-    out = tmp_path / "o.svs"
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    try:
-        live = out.with_name(f".o.svs.{sleeper.pid}{TEMP_SUFFIX}")
-        live.write_bytes(b"x")
-        dead = out.with_name(f".o.svs.{2**22 + 12345}.bigtiff{TEMP_SUFFIX}")
-        dead.write_bytes(b"x")
-        assert output_module.remove_stale_temps(out) == [dead]
-        assert live.exists()
-    finally:
-        sleeper.kill()
-        sleeper.wait()
-
-
 def test_temp_names_carry_a_purpose(tmp_path: Path) -> None:
     out = tmp_path / "slide.svs"
     assert temp_name(out).name == f".slide.svs.{os.getpid()}{TEMP_SUFFIX}"
