@@ -167,19 +167,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    # Unwind like Ctrl-C so every temporary file is removed on the way out; the flag makes sure
-    # nothing is renamed into place even if a library swallows the KeyboardInterrupt.
-    INTERRUPTED.set()
-    raise KeyboardInterrupt
+def _interrupt_handler(received: list[int]) -> Callable[[int, FrameType | None], None]:
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        # Unwind like Ctrl-C so every temporary file is removed on the way out; the flag makes
+        # sure nothing is renamed into place even if a library swallows the KeyboardInterrupt.
+        received.append(signum)
+        INTERRUPTED.set()
+        raise KeyboardInterrupt
+
+    return interrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
+    received: list[int] = []  # the signals that interrupted the run
+    interrupt = _interrupt_handler(received)
+    signal.signal(signal.SIGTERM, interrupt)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        signal.signal(signal.SIGINT, _interrupt)  # an inherited SIG_IGN is respected
+        signal.signal(signal.SIGINT, interrupt)  # an inherited SIG_IGN is respected
     handler: Handler = args.handler
     try:
         return handler(args)
@@ -193,8 +199,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"svsicc: {exc.one_line()}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print("svsicc: interrupted; no output was left behind", file=sys.stderr)
-        return 130
+        # The shell's convention: 128 + the signal (130 SIGINT, 143 SIGTERM).
+        signum = received[0] if received else signal.SIGINT
+        what = "terminated" if signum == signal.SIGTERM else "interrupted"
+        print(f"svsicc: {what}; no output was left behind", file=sys.stderr)
+        return 128 + signum
     except BrokenPipeError:
         return EXIT_ERROR
     except Exception as exc:  # the last line of defence: one line, never a traceback

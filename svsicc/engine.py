@@ -29,6 +29,7 @@ from .codecs.lossless import LosslessCodec
 from .colour import ColourTable
 from .exceptions import CodecError, SvsiccError, TileDecodeError, UnsupportedLayoutError
 from .slide import Page
+from .worker_signals import shield_worker
 
 COMPRESSION_JPEG = 7
 COMPRESSION_JP2K_YCBCR = 33003
@@ -430,12 +431,9 @@ def _init_worker(parent: int, rings: ResultRings | None) -> None:
     if rings is not None and (ring := rings.claim()) is not None:
         _worker_state["ring"] = _ClaimedRing(rings, ring)
 
-    # The parent handles Ctrl-C and shuts the pool down; workers must not die mid-batch first.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # A forked worker inherits the CLI's SIGTERM handler; the pool needs SIGTERM to kill it.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    # Forked while the parent held these (_interrupts_deferred): take them again.
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _DEFERRED_SIGNALS)
+    # The parent handles Ctrl-C and SIGTERM and shuts the pool down; workers must not die
+    # mid-batch first (forked while the parent held both, see _interrupts_deferred).
+    shield_worker(parent)
 
     def exit_with_parent() -> None:
         # After a kill -9 of the parent nobody shuts the pool down: do not linger holding the

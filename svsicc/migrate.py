@@ -42,7 +42,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import sys
 import threading
 import time
@@ -78,6 +77,7 @@ from .journal import (
 from .marking import applied_record
 from .output import TEMP_SUFFIX, TempOutput, output_error, remove_stale_temps, temp_name
 from .slide import Page, Role, Slide, read_slide
+from .worker_signals import shield_worker
 
 LOCK_NAME = ".svsicc-migrate.lock"
 SUMMARY_CSV = "summary.csv"
@@ -412,16 +412,18 @@ def worker_environment(source_dir: str, destination_dir: str) -> dict[str, objec
     }
 
 
-# Local pool workers. SIGTERM keeps its default (immediate death): ProcessPoolExecutor relies on
-# it to clear a broken pool, and a worker that unwound instead could block forever on a queue
-# lock left dirty. Whoever ends a worker removes its temporary file afterwards (the coordinator
-# sweeps DST_DIR for temporary files nobody holds locked); an orphan removes its own.
+# Local pool workers. A SIGTERM from the coordinator keeps its immediate death (see
+# worker_signals): ProcessPoolExecutor relies on it to clear a broken pool, and a worker that
+# unwound instead could block forever on a queue lock left dirty. Whoever ends a worker removes
+# its temporary file afterwards (the coordinator sweeps DST_DIR for temporary files nobody holds
+# locked); an orphan removes its own.
 _slide_in_hand: list[Path] = []
 
 
 def _local_worker_init(parent: int) -> None:
-    # Ctrl-C reaches the whole process group; the coordinator decides what happens.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C and a batch system's SIGTERM reach the whole process group; the coordinator decides
+    # what happens (it terminates the slides in hand itself).
+    shield_worker(parent)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
 
 

@@ -509,8 +509,8 @@ def test_sigterm_stops_cleanly(slow_archive: Path, tmp_path: Path) -> None:
         if run.poll() is None:
             run.kill()
             run.wait()
-    assert run.returncode == 130
-    assert err.strip().splitlines()[-1] == "svsicc: interrupted; no output was left behind"
+    assert run.returncode == 143
+    assert err.strip().splitlines()[-1] == "svsicc: terminated; no output was left behind"
     assert workers and not any(pid_alive(pid) for pid in workers)
     assert (
         temp_files(dst) == []
