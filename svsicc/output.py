@@ -203,7 +203,21 @@ def copy_ranges(src_fd: int, dst_fd: int, ranges: Sequence[tuple[int, int]]) -> 
 
     Holes of a sparse src are skipped where dst has a hole too (it reads as zeros there, e.g.
     after ftruncate of a new file), so sparse inputs stay sparse and cost nothing to copy.
+
+    Both file positions are left where they were: finding holes moves them (lseek SEEK_DATA /
+    SEEK_HOLE), and the buffered file objects around these fds read and write from where they
+    believe the position is. (A reader whose position was left at the end of the file read a
+    segment lying at the very end short.)
     """
+    positions = [(fd, os.lseek(fd, 0, os.SEEK_CUR)) for fd in (src_fd, dst_fd)]
+    try:
+        _copy_ranges(src_fd, dst_fd, ranges)
+    finally:
+        for fd, position in positions:
+            os.lseek(fd, position, os.SEEK_SET)
+
+
+def _copy_ranges(src_fd: int, dst_fd: int, ranges: Sequence[tuple[int, int]]) -> None:
     for start, end in ranges:
         for data_start, data_end in _data_ranges(src_fd, dst_fd, start, end):
             offset = data_start
