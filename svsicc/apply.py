@@ -438,6 +438,7 @@ def _write_copy(
     new_counts = {p.index: list(p.byte_counts) for p in rewrite}
     rewritten = dict.fromkeys(new_offsets, 0)
     bad: list[BadSegment] = []
+    kept: list[tuple[int, int]] = []  # every (IFD, segment) holding a kept segment's bytes
     jobs = tuple(PageJob.for_page(p) for p in rewrite)
     table_file = _table_file_for_workers(table, pool)
     try:
@@ -460,6 +461,8 @@ def _write_copy(
                     new_offsets[page_index][segment] = offset
                     new_counts[page_index][segment] = len(data)
                     rewritten[page_index] += 1
+                    if isinstance(result, BadSegment):
+                        kept.append((page_index, segment))
                 if INTERRUPTED.is_set():
                     raise KeyboardInterrupt
                 if progress is not None:
@@ -470,7 +473,7 @@ def _write_copy(
     for page in rewrite:
         _patch_ints(patcher, page.ifd.entries[page.offsets_tag], new_offsets[page.index])
         _patch_ints(patcher, page.ifd.entries[page.byte_counts_tag], new_counts[page.index])
-    _mark(reader, slide, rewrite, patcher, marks)
+    _mark(reader, slide, rewrite, patcher, marks, tuple(sorted(kept)))
     bad_by_page = {p.index: sum(1 for b in bad if b.page == p.index) for p in rewrite}
     results = tuple(
         PageResult(
@@ -537,6 +540,7 @@ def _mark(
     rewrite: list[Page],
     patcher: tiff.TiffPatcher,
     marks: _Marks,
+    kept: tuple[tuple[int, int], ...],
 ) -> None:
     target = marks.target
     rewritten = {p.index for p in rewrite}
@@ -559,8 +563,9 @@ def _mark(
             continue
         if page.index == 0:
             text = mark_applied(
-                page.description, marks.source, target, marks.intent, marks.identity, __version__
-            )
+                page.description, marks.source, target, marks.intent, marks.identity, __version__,
+                kept,
+            )  # fmt: skip
         else:
             text = rename_profile(page.description, target, add_if_missing=False)
         if text != page.description:

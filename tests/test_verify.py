@@ -295,10 +295,11 @@ def test_one_corrupted_tile_fails(work: Path, calibrated: Path) -> None:
     broken = damaged_copy(calibrated, work / "one-bad-tile.svs", 0, 57, 0.5, noise)
     result = verify(CMU, broken, profile=SCANSCOPE)
     assert not result.ok
-    level0 = result.pages[0]
-    assert level0.worst_segment == 57
-    assert level0.worst_segment_psnr is not None and level0.worst_segment_psnr < 20
-    assert any(p.startswith("segment 57:") for p in level0.problems)
+    # Noise in its entropy-coded data: libjpeg would decode it with a warning and grey blocks;
+    # svsicc takes the warning for what it is.
+    [finding] = result.findings
+    assert (finding.kind, finding.ifd, finding.tile) == ("decode", 0, 57)
+    assert "damaged data, libjpeg: Corrupt JPEG data" in finding.message
     assert result.pages[1].ok  # the thumbnail is fine
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from ..exceptions import CodecError
+from . import libjpeg
 
 ZIGZAG = (
     0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27,
@@ -316,6 +317,10 @@ class JpegCodec:
             )
         except (imagecodecs.Jpeg8Error, ValueError) as exc:
             raise JpegFormatError(f"libjpeg cannot decode it: {exc}") from None
+        # Decoded is not sound: libjpeg fills what a damaged stream lacks with grey and warns.
+        damage = libjpeg.warning(tile, self._raw_tables)
+        if damage is not None:
+            raise JpegFormatError(f"damaged data, libjpeg: {damage}")
         if pixels.shape[:2] != (rows, cols):
             if pixels.shape[0] < rows or pixels.shape[1] < cols:
                 raise JpegFormatError(

@@ -702,6 +702,12 @@ def parse_settings(data: bytes, compression: int) -> Jpeg2000Settings:
     )
 
 
+def _check_damage(decoded: openjpeg.Decoded) -> None:
+    # OpenJPEG decodes what it can of a damaged codestream and warns about the rest.
+    if decoded.warnings:
+        raise Jpeg2000FormatError(f"damaged data, OpenJPEG: {decoded.warnings[0]}")
+
+
 class Jpeg2000Codec:
     """Decode to BGRX and encode from RGBX/BGRX, reproducing the source tile's codestream."""
 
@@ -750,10 +756,7 @@ class Jpeg2000Codec:
             )
         if settings.chroma is not None:
             return bgrx_from_rgb(rgb_from_ycbcr(self._decode_subsampled(data, settings)))
-        try:
-            samples = imagecodecs.jpeg2k_decode(data, numthreads=1)
-        except (imagecodecs.Jpeg2kError, ValueError) as exc:
-            raise Jpeg2000FormatError(f"OpenJPEG cannot decode it: {exc}") from None
+        samples = self._decode_full(data, settings)
         if samples.shape != (rows, cols, 3) or samples.dtype != np.uint8:
             raise Jpeg2000FormatError(f"decodes to {samples.shape} {samples.dtype}")
         rgb = rgb_from_ycbcr(samples) if settings.ycbcr else samples
@@ -796,6 +799,28 @@ class Jpeg2000Codec:
         return bytes(encoded)
 
     @staticmethod
+    def _decode_full(data: bytes, settings: Jpeg2000Settings) -> np.ndarray:
+        """(rows, cols, 3) samples of a codestream without subsampling.
+
+        Through svsicc's binding, which hears OpenJPEG's errors and warnings (imagecodecs
+        reports neither: "opj_decode failed" is all it says); through imagecodecs when the
+        binding is unavailable. Both run the same OpenJPEG and give the same samples.
+        """
+        try:
+            decoded = openjpeg.decode(data, (settings.header.width, settings.header.height))
+        except openjpeg.OpenJpegUnavailable:
+            try:
+                return imagecodecs.jpeg2k_decode(data, numthreads=1)
+            except (imagecodecs.Jpeg2kError, ValueError) as exc:
+                raise Jpeg2000FormatError(f"OpenJPEG cannot decode it: {exc}") from None
+        except openjpeg.OpenJpegError as exc:
+            raise Jpeg2000FormatError(exc.problem) from None
+        _check_damage(decoded)
+        if len(decoded.planes) != 3:
+            raise Jpeg2000FormatError(f"decodes to {len(decoded.planes)} components, not 3")
+        return np.dstack([np.clip(p, 0, 255).astype(np.uint8) for p in decoded.planes])
+
+    @staticmethod
     def _decode_subsampled(data: bytes, settings: Jpeg2000Settings) -> np.ndarray:
         """YCbCr samples at full resolution, chroma replicated as OpenSlide does.
         (imagecodecs would convert subsampled YCbCr to RGB its own way.)"""
@@ -804,7 +829,8 @@ class Jpeg2000Codec:
         except openjpeg.OpenJpegUnavailable as exc:
             raise UnsupportedLayoutError(None, str(exc)) from None
         except openjpeg.OpenJpegError as exc:
-            raise Jpeg2000FormatError(str(exc)) from None
+            raise Jpeg2000FormatError(exc.problem) from None
+        _check_damage(decoded)
         header = settings.header
         wanted = tuple((c.dx, c.dy) for c in header.components)
         if (decoded.width, decoded.height) != (header.width, header.height) or (
