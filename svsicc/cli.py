@@ -68,7 +68,8 @@ def _register_apply(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--on-bad-tile",
         choices=["fail", "keep"],
         default="fail",
-        help="what to do with a tile that cannot be decoded (default: fail the slide)",
+        help="what to do with a tile that cannot be decoded or is damaged (default: fail the "
+        "slide; keep: keep its bytes and record it in the copy)",
     )
     p.add_argument(
         "--verify",
