@@ -9,6 +9,7 @@ import random
 import shutil
 import struct
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -105,17 +106,25 @@ def test_libjpeg_warnings_are_heard() -> None:
     )
 
 
-@pytest.mark.parametrize(("kind", "damage", "message"), CASES, ids=IDS)
-def test_damaged_tile_at_the_end_fails_the_slide(
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    pixels: np.ndarray,
-    kind: str,
-    damage: Damage,
-    message: str,
-) -> None:
+@dataclass(frozen=True)
+class DamagedSlide:
+    source: Path
+    options: list[str]  # what converting it needs on the command line
+    damaged: bytes  # tile 5 of IFD 0, the last segment in the file
+    message: str  # what the failure says about it
+
+
+@pytest.fixture(params=CASES, ids=IDS)
+def slide(request: pytest.FixtureRequest, tmp_path: Path, pixels: np.ndarray) -> DamagedSlide:
+    kind, damage, message = request.param
     source, options = make_slide(tmp_path / "in", kind, pixels)
-    move_damaged_to_end(source, 0, 5, damage)
+    return DamagedSlide(source, options, move_damaged_to_end(source, 0, 5, damage), message)
+
+
+def test_damaged_tile_at_the_end_fails_the_slide(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], slide: DamagedSlide
+) -> None:
+    source, options, message = slide.source, slide.options, slide.message
     before = sha256(source)
     out = tmp_path / "out" / "o.svs"
     out.parent.mkdir()
@@ -127,18 +136,10 @@ def test_damaged_tile_at_the_end_fails_the_slide(
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
-@pytest.mark.parametrize(("kind", "damage", "message"), CASES, ids=IDS)
 def test_damaged_tile_at_the_end_is_kept_and_recorded(
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    pixels: np.ndarray,
-    kind: str,
-    damage: Damage,
-    message: str,
-    workers: str,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], slide: DamagedSlide, workers: str
 ) -> None:
-    source, options = make_slide(tmp_path / "in", kind, pixels)
-    damaged = move_damaged_to_end(source, 0, 5, damage)
+    source, options, damaged, message = slide.source, slide.options, slide.damaged, slide.message
     out = tmp_path / "o.svs"
     code, stdout, err = run_cli(
         capsys, "apply", source, out, *options, "--on-bad-tile", "keep", "--workers", workers
