@@ -19,6 +19,7 @@ from pathlib import Path
 from . import __version__, tiff
 from .colour import ColourTable, IccProfile, Intent, default_target
 from .engine import (
+    COMPRESSION_JP2K_YCBCR,
     SUPPORTED_COMPRESSIONS,
     BadSegment,
     Encoded,
@@ -438,6 +439,10 @@ def _write_copy(
     new_counts = {p.index: list(p.byte_counts) for p in rewrite}
     rewritten = dict.fromkeys(new_offsets, 0)
     bad: list[BadSegment] = []
+    # Pages whose tiles svsicc's OpenJPEG binding may encode (subsampled 33003): the mark
+    # names that library's version once an output tile shows it was used.
+    binding_pages = {p.index for p in rewrite if p.compression == COMPRESSION_JP2K_YCBCR}
+    binding_used = False
     jobs = tuple(PageJob.for_page(p) for p in rewrite)
     table_file = _table_file_for_workers(table, pool)
     try:
@@ -455,6 +460,8 @@ def _write_copy(
                     data = reader.read(task.offset, task.count, "segment", ifd=task.page)
                 else:
                     data = result
+                    if task.page in binding_pages and not binding_used:
+                        binding_used = _encoded_by_binding(data)
                 offset = placement.place(task.offset, data)
                 for page_index, segment in receivers[(task.offset, task.count)]:
                     new_offsets[page_index][segment] = offset
@@ -470,7 +477,7 @@ def _write_copy(
     for page in rewrite:
         _patch_ints(patcher, page.ifd.entries[page.offsets_tag], new_offsets[page.index])
         _patch_ints(patcher, page.ifd.entries[page.byte_counts_tag], new_counts[page.index])
-    _mark(reader, slide, rewrite, patcher, marks)
+    _mark(reader, slide, rewrite, patcher, marks, _binding_version() if binding_used else None)
     bad_by_page = {p.index: sum(1 for b in bad if b.page == p.index) for p in rewrite}
     results = tuple(
         PageResult(
@@ -531,12 +538,25 @@ def _patch_ints(patcher: tiff.TiffPatcher, entry: tiff.TiffEntry, values: list[i
     patcher.overwrite(entry, type_, len(values), data)
 
 
+def _encoded_by_binding(stream: Encoded) -> bool:
+    from .codecs.jpeg2k import encoded_by_binding
+
+    return encoded_by_binding(stream)
+
+
+def _binding_version() -> str:
+    from .codecs import openjpeg
+
+    return f"OpenJPEG {openjpeg.version()}"
+
+
 def _mark(
     reader: tiff.TiffReader,
     slide: Slide,
     rewrite: list[Page],
     patcher: tiff.TiffPatcher,
     marks: _Marks,
+    library: str | None,
 ) -> None:
     target = marks.target
     rewritten = {p.index for p in rewrite}
@@ -559,7 +579,13 @@ def _mark(
             continue
         if page.index == 0:
             text = mark_applied(
-                page.description, marks.source, target, marks.intent, marks.identity, __version__
+                page.description,
+                marks.source,
+                target,
+                marks.intent,
+                marks.identity,
+                __version__,
+                library=library,
             )
         else:
             text = rename_profile(page.description, target, add_if_missing=False)

@@ -168,18 +168,8 @@ def parse_header(data: bytes) -> CodestreamHeader:
     siz = data[siz_start:siz_end]
     if len(siz) < 36:
         raise Jpeg2000FormatError("truncated SIZ marker")
-    _rsiz, xsiz, ysiz, xo, yo, xt, yt, xto, yto, ncomp = struct.unpack_from(">H8IH", siz)
-    if ncomp < 1 or len(siz) < 36 + 3 * ncomp:
-        raise Jpeg2000FormatError(f"SIZ declares {ncomp} components but is too short for them")
-    components = tuple(
-        ComponentInfo(
-            precision=(siz[36 + 3 * i] & 0x7F) + 1,
-            signed=bool(siz[36 + 3 * i] & 0x80),
-            dx=siz[37 + 3 * i],
-            dy=siz[38 + 3 * i],
-        )
-        for i in range(ncomp)
-    )
+    _rsiz, xsiz, ysiz, xo, yo, xt, yt, xto, yto, _ncomp = struct.unpack_from(">H8IH", siz)
+    components = _siz_components(siz)
     cods = [(s, e) for m, s, e in segments if m == COD]
     if len(cods) != 1:
         raise Jpeg2000FormatError(f"the main header has {len(cods)} COD markers, expected 1")
@@ -195,6 +185,24 @@ def parse_header(data: bytes) -> CodestreamHeader:
         coding=coding,
         siz_segment=data[siz_start - 4 : siz_end],
         cod_segment=data[cod_start - 4 : cod_end],
+    )
+
+
+def _siz_components(siz: bytes) -> tuple[ComponentInfo, ...]:
+    """The components a SIZ payload declares."""
+    if len(siz) < 36:
+        raise Jpeg2000FormatError("truncated SIZ marker")
+    ncomp = struct.unpack_from(">H", siz, 34)[0]
+    if ncomp < 1 or len(siz) < 36 + 3 * ncomp:
+        raise Jpeg2000FormatError(f"SIZ declares {ncomp} components but is too short for them")
+    return tuple(
+        ComponentInfo(
+            precision=(siz[36 + 3 * i] & 0x7F) + 1,
+            signed=bool(siz[36 + 3 * i] & 0x80),
+            dx=siz[37 + 3 * i],
+            dy=siz[38 + 3 * i],
+        )
+        for i in range(ncomp)
     )
 
 
@@ -702,6 +710,28 @@ def parse_settings(data: bytes, compression: int) -> Jpeg2000Settings:
     )
 
 
+def encoded_by_binding(stream: bytes | memoryview) -> bool:
+    """Whether a tile svsicc encoded came from its OpenJPEG binding: only the binding writes
+    subsampled components (imagecodecs cannot). Reads the SIZ segment only (it follows SOC)."""
+    if len(stream) < 6 or struct.unpack_from(">HH", stream) != (SOC, SIZ):
+        return False
+    length = struct.unpack_from(">H", stream, 4)[0]
+    try:
+        components = _siz_components(bytes(stream[6 : 4 + length]))
+    except Jpeg2000FormatError:
+        return False
+    return any((c.dx, c.dy) != (1, 1) for c in components)
+
+
+def _binding_unavailable(exc: openjpeg.OpenJpegUnavailable) -> UnsupportedLayoutError:
+    """Only chroma-subsampled tiles need the binding: they are refused, everything else works."""
+    return UnsupportedLayoutError(
+        None,
+        f"a JPEG 2000 tile with subsampled chroma needs svsicc's OpenJPEG binding: {exc}",
+        hint=openjpeg.HOW_TO_FIX,
+    )
+
+
 class Jpeg2000Codec:
     """Decode to BGRX and encode from RGBX/BGRX, reproducing the source tile's codestream."""
 
@@ -800,7 +830,7 @@ class Jpeg2000Codec:
         try:
             decoded = openjpeg.decode(data, (settings.header.width, settings.header.height))
         except openjpeg.OpenJpegUnavailable as exc:
-            raise UnsupportedLayoutError(None, str(exc)) from None
+            raise _binding_unavailable(exc) from None
         except openjpeg.OpenJpegError as exc:
             raise Jpeg2000FormatError(str(exc)) from None
         header = settings.header
@@ -842,6 +872,8 @@ class Jpeg2000Codec:
         factors = [(c.dx, c.dy) for c in header.components]
         try:
             return openjpeg.encode(planes, header.width, header.height, factors, options)
+        except openjpeg.OpenJpegUnavailable as exc:
+            raise _binding_unavailable(exc) from None
         except openjpeg.OpenJpegError as exc:
             raise UnsupportedLayoutError(
                 None, f"cannot re-encode a JPEG 2000 tile with {header.summary()}: {exc}"

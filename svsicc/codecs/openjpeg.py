@@ -1,13 +1,16 @@
-"""A small ctypes binding to OpenJPEG 2.5 for what imagecodecs cannot do: encode and decode raw
+"""A small ctypes binding to OpenJPEG 2 for what imagecodecs cannot do: encode and decode raw
 J2K codestreams whose components have different sampling (Aperio 33003 4:2:2 YCbCr), giving
 every coding parameter of the COD marker (progression, code-blocks, precincts, SOP/EPH) and a
 target PSNR (OpenJPEG's fixed-quality mode, what imagecodecs' ``level`` sets).
 
-The library is the one imagecodecs ships (``imagecodecs.libs/libopenjp2-*.so.2.5.*``), else
-Pillow's, else the system's. Struct layouts follow OpenJPEG 2.5's ``openjpeg.h``; on load the
+The library is loaded on first use, never at import: ``SVSICC_OPENJPEG_LIBRARY`` when set (and
+then only it), else the copy imagecodecs ships, else Pillow's, else the system's under its
+per-platform names (:func:`candidates`). Any OpenJPEG 2.1 or later (below 3) is taken if it
+passes the layout probe: struct layouts follow ``openjpeg.h`` (unchanged from 2.1 to 2.5); the
 defaults the library writes into ``opj_cparameters_t`` are checked at fields spread over the
 whole struct, and the struct carries a guard tail that must come back untouched, so a library
 with another layout is refused (:class:`OpenJpegUnavailable`) instead of corrupting memory.
+Without a usable library only the codestreams that need this binding are refused.
 
 Streams live in Python buffers reached through module-level callbacks keyed by an integer; a
 key is removed only after the OpenJPEG stream using it has been destroyed, so no callback can
@@ -19,7 +22,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import importlib.util
 import itertools
+import os
+import platform
+import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +49,13 @@ STREAM_CHUNK = 1 << 16
 MAX_COMPONENTS = 4
 MAX_SIDE = 1 << 16  # larger planes are not tiles; refusing them keeps allocations bounded
 GUARD = b"\xa5" * 4096  # absorbs (and reveals) a library whose parameter structs are larger
+ENV_LIBRARY = "SVSICC_OPENJPEG_LIBRARY"
+# 2.1 gave opj_cparameters_t its last fields (rsiz, max_cs_size); a 3 may break the ABI.
+MIN_VERSION, BELOW_VERSION = (2, 1), (3, 0)
+HOW_TO_FIX = (
+    f"set {ENV_LIBRARY} to the path of an OpenJPEG 2.1 or later library "
+    "(libopenjp2.so.7, libopenjp2.7.dylib or openjp2.dll)"
+)
 
 c_size_t = ctypes.c_size_t
 c_int64 = ctypes.c_int64
@@ -54,7 +68,7 @@ class OpenJpegError(ValueError):
 
 
 class OpenJpegUnavailable(OpenJpegError):
-    """No usable OpenJPEG 2.5 library was found."""
+    """No usable OpenJPEG library was found; the message says, per candidate, why."""
 
 
 class PocStruct(ctypes.Structure):  # opj_poc_t
@@ -192,10 +206,9 @@ class ImageCompParam(ctypes.Structure):  # opj_image_cmptparm_t
     ]
 
 
-# Sizes on LP64 (Linux/macOS x86-64 and arm64) as the header lays the structs out.
-assert ctypes.sizeof(PocStruct) == 148
-assert ctypes.sizeof(ImageComp) == 64 and ctypes.sizeof(Image) == 48
-assert ctypes.sizeof(ImageCompParam) == 36
+# Sizes on 64-bit platforms (LP64 and Windows' LLP64: no field is a C long) as the header lays
+# the structs out; checked when the library is loaded, not at import (see _platform_problem).
+EXPECTED_SIZES = {PocStruct: 148, ImageComp: 64, Image: 48, ImageCompParam: 36}
 
 MessageFn = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_void_p)
 ReadFn = ctypes.CFUNCTYPE(c_size_t, ctypes.c_void_p, c_size_t, ctypes.c_void_p)
@@ -324,20 +337,46 @@ _SEEK = SeekFn(_seek)
 # --------------------------------------------------------------------------- library
 
 
-def _candidates() -> list[Path | str]:
-    out: list[Path | str] = []
-    for package in ("imagecodecs", "PIL"):
-        try:
-            module = __import__(package)
-        except ImportError:
+def system_names(system: str | None = None) -> tuple[str, ...]:
+    """The names the dynamic loader knows OpenJPEG 2.x by, per platform (as openslide-python's
+    lowlevel loads libopenslide): the versioned name first, as distributions install it."""
+    system = platform.system() if system is None else system
+    if system == "Windows":
+        # vcpkg and conda name it openjp2.dll, MSYS2 libopenjp2-7.dll.
+        return ("openjp2.dll", "libopenjp2-7.dll", "libopenjp2.dll")
+    if system == "Darwin":
+        return ("libopenjp2.7.dylib", "libopenjp2.dylib")
+    return ("libopenjp2.so.7", "libopenjp2.so")
+
+
+def _bundled() -> list[str]:
+    """Copies shipped inside the wheels of imagecodecs, then Pillow: what a pip install has even
+    without a system OpenJPEG (auditwheel's ``<dist>.libs``, delocate's ``<package>/.dylibs``,
+    delvewheel's ``<dist>.libs``)."""
+    out: list[str] = []
+    for package, dist in (("imagecodecs", "imagecodecs"), ("PIL", "pillow")):
+        spec = importlib.util.find_spec(package)
+        if spec is None or spec.origin is None:
             continue
-        site = Path(module.__file__ or "").resolve().parent.parent
-        libs = "pillow.libs" if package == "PIL" else f"{package}.libs"
-        out += sorted((site / libs).glob("libopenjp2*.so*"))
+        folder = Path(spec.origin).resolve().parent
+        for where in (folder.parent / f"{dist}.libs", folder / ".dylibs"):
+            for pattern in ("libopenjp2*.so*", "libopenjp2*.dylib", "*openjp2*.dll"):
+                out += sorted(str(path) for path in where.glob(pattern))
+    return out
+
+
+def candidates() -> list[str]:
+    """Where :func:`library` looks, in order. ``SVSICC_OPENJPEG_LIBRARY`` (a path or a name the
+    dynamic loader resolves), when set, is the only candidate: an explicit choice that fails
+    must say so rather than fall back to another library."""
+    override = os.environ.get(ENV_LIBRARY, "").strip()
+    if override:
+        return [override]
+    out = [*_bundled(), *system_names()]
     found = ctypes.util.find_library("openjp2")
     if found:
         out.append(found)
-    return out
+    return list(dict.fromkeys(out))
 
 
 def _declare(lib: ctypes.CDLL) -> None:
@@ -351,7 +390,6 @@ def _declare(lib: ctypes.CDLL) -> None:
         "opj_destroy_codec": (None, [vp]),
         "opj_setup_encoder": (c_int, [vp, vp, vp]),
         "opj_setup_decoder": (c_int, [vp, vp]),
-        "opj_codec_set_threads": (c_int, [vp, c_int]),
         "opj_set_error_handler": (c_int, [vp, MessageFn, vp]),
         "opj_set_warning_handler": (c_int, [vp, MessageFn, vp]),
         "opj_set_info_handler": (c_int, [vp, MessageFn, vp]),
@@ -372,6 +410,8 @@ def _declare(lib: ctypes.CDLL) -> None:
         "opj_decode": (c_int, [vp, vp, vp]),
         "opj_end_decompress": (c_int, [vp, vp]),
     }
+    if hasattr(lib, "opj_codec_set_threads"):  # OpenJPEG 2.2 and later
+        signatures["opj_codec_set_threads"] = (c_int, [vp, c_int])
     for name, (restype, argtypes) in signatures.items():
         function = getattr(lib, name)
         function.restype = restype
@@ -399,32 +439,92 @@ def _layout_matches(lib: ctypes.CDLL) -> bool:
     )
 
 
-@cache
-def library() -> ctypes.CDLL:
-    """The first OpenJPEG 2.5 library found whose struct layout matches this module's."""
+def parse_version(text: str) -> tuple[int, int, int] | None:
+    """(major, minor, patch) of what ``opj_version()`` returns ("2.5.4"), None if unreadable."""
+    match = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
+    if match is None:
+        return None
+    major, minor, patch = match.groups()
+    return int(major), int(minor), int(patch or 0)
+
+
+def _platform_problem() -> str | None:
+    """Why this module's struct declarations cannot match OpenJPEG's here, if they cannot."""
+    for struct, size in EXPECTED_SIZES.items():
+        if ctypes.sizeof(struct) != size:
+            return (
+                f"{struct.__name__} is {ctypes.sizeof(struct)} bytes on this platform, not "
+                f"{size}: the binding needs a 64-bit Python"
+            )
+    return None
+
+
+@dataclass(frozen=True)
+class Library:
+    """A loaded OpenJPEG whose version is in range and whose struct layout matches."""
+
+    cdll: ctypes.CDLL
+    version: str
+    path: str
+
+
+def load(
+    names: Sequence[str | os.PathLike[str]],
+    minimum: tuple[int, int] = MIN_VERSION,
+    below: tuple[int, int] = BELOW_VERSION,
+) -> Library:
+    """The first of ``names`` that loads, is OpenJPEG ``minimum`` <= version < ``below`` and
+    passes the struct-layout probe; else :class:`OpenJpegUnavailable` saying, per candidate,
+    why not."""
+    problem = _platform_problem()
+    if problem is not None:
+        raise OpenJpegUnavailable(f"no usable OpenJPEG library: {problem}")
     tried = []
-    for candidate in _candidates():
+    override = os.environ.get(ENV_LIBRARY, "").strip()
+    for name in names:
+        shown = f"{ENV_LIBRARY}={name}" if override and str(name) == override else str(name)
         try:
-            lib = ctypes.CDLL(str(candidate))
-            _declare(lib)
-        except (OSError, AttributeError) as exc:
-            tried.append(f"{candidate}: {exc}")
+            cdll = ctypes.CDLL(os.fspath(name))
+        except OSError as exc:
+            tried.append(f"{shown}: cannot load ({exc})")
             continue
-        version = (lib.opj_version() or b"").decode()
-        if not version.startswith("2.5."):
-            tried.append(f"{candidate}: version {version}")
-        elif not _layout_matches(lib):
-            tried.append(f"{candidate}: opj_cparameters_t layout differs")
-        else:
-            return lib
-    raise OpenJpegUnavailable(
-        "no usable OpenJPEG 2.5 library (looked next to imagecodecs and Pillow and in the "
-        f"system paths): {'; '.join(tried) or 'none found'}"
-    )
+        if not hasattr(cdll, "opj_version"):
+            tried.append(f"{shown}: not OpenJPEG (no opj_version)")
+            continue
+        cdll.opj_version.restype = ctypes.c_char_p
+        cdll.opj_version.argtypes = []
+        text = (cdll.opj_version() or b"").decode("ascii", "replace")
+        number = parse_version(text)
+        if number is None or not minimum <= number[:2] < below:
+            wanted = f"{minimum[0]}.{minimum[1]} or later, below {below[0]}.{below[1]}"
+            tried.append(f"{shown}: OpenJPEG {text or '(no version)'}, need {wanted}")
+            continue
+        try:
+            _declare(cdll)
+        except AttributeError as exc:
+            tried.append(f"{shown}: OpenJPEG {text} lacks a function the binding calls ({exc})")
+            continue
+        if not _layout_matches(cdll):
+            tried.append(f"{shown}: OpenJPEG {text} lays out opj_cparameters_t differently")
+            continue
+        return Library(cdll, text, os.fspath(name))
+    raise OpenJpegUnavailable(f"no usable OpenJPEG library: {'; '.join(tried) or 'none found'}")
+
+
+@cache
+def _loaded() -> Library:
+    return load(candidates())
+
+
+def library() -> ctypes.CDLL:
+    """The OpenJPEG the binding uses (see :func:`candidates` and :func:`load`), loaded on first
+    use; :class:`OpenJpegUnavailable` when none is usable."""
+    return _loaded().cdll
 
 
 def version() -> str:
-    return str(library().opj_version().decode())
+    """The version of the OpenJPEG the binding uses ("2.5.4")."""
+    return _loaded().version
 
 
 # --------------------------------------------------------------------------- encode
@@ -562,8 +662,7 @@ def encode(
         if not codec:
             raise OpenJpegError("opj_create_compress failed")
         _handlers(lib, codec, key)
-        # 0: code in the calling thread (1 would start one worker thread); the pool parallelises.
-        lib.opj_codec_set_threads(codec, 0)
+        _single_thread(lib, codec)
         stream = _stream(lib, key, is_input=False)
         ok = (
             lib.opj_setup_encoder(codec, ctypes.byref(params), image)
@@ -608,8 +707,7 @@ def decode(data: bytes, expected: tuple[int, int] | None = None) -> Decoded:
         if not codec:
             raise OpenJpegError("opj_create_decompress failed")
         _handlers(lib, codec, key)
-        # 0: code in the calling thread (1 would start one worker thread); the pool parallelises.
-        lib.opj_codec_set_threads(codec, 0)
+        _single_thread(lib, codec)
         stream = _stream(lib, key, is_input=True)
         lib.opj_stream_set_user_data_length(stream, len(data))
         ok = lib.opj_setup_decoder(codec, ctypes.byref(params)) and lib.opj_read_header(
@@ -633,6 +731,13 @@ def decode(data: bytes, expected: tuple[int, int] | None = None) -> Decoded:
         if image:
             lib.opj_image_destroy(image)
         del _calls[key]
+
+
+def _single_thread(lib: ctypes.CDLL, codec: int) -> None:
+    # 0: code in the calling thread (1 would start one worker thread); the pool parallelises.
+    # Before 2.2 OpenJPEG had no threads and no such function.
+    if hasattr(lib, "opj_codec_set_threads"):
+        lib.opj_codec_set_threads(codec, 0)
 
 
 def _handlers(lib: ctypes.CDLL, codec: int, key: int) -> None:
