@@ -150,10 +150,34 @@ def apply(
     pool: WorkerPool | None = None,
     before_commit: Callable[[Path, ApplyResult], None] | None = None,
 ) -> ApplyResult:
-    """Convert every pyramid level and the thumbnail of ``source`` to ``target`` (sRGB).
+    """Write ``output``: ``source`` with every pyramid level and the thumbnail converted from
+    its ICC profile to ``target`` (default: a compact sRGB), every other byte kept, and marked.
 
-    ``profile`` overrides (or supplies) the source profile; ``intent`` defaults to the source
-    profile's own. ``before_commit`` sees the finished temporary file and may raise to abort.
+    ``profile`` (a path, the profile's bytes or an :class:`IccProfile`) overrides or supplies
+    the source profile; ``intent`` (an :class:`Intent` or "perceptual", "relative",
+    "saturation", "absolute") defaults to the source profile's own. ``in_place=True`` replaces
+    ``source`` (``output`` must then be ``source``); ``overwrite=True`` replaces an existing
+    ``output``. ``workers`` processes (default: all cores) or a shared ``pool``;
+    ``include_associated`` converts label and macro too; ``keep_bad_tiles`` keeps the bytes of
+    an undecodable tile instead of failing. ``progress(done, total)`` is called per segment.
+    ``before_commit(temp_path, result)`` sees the finished temporary file and may raise to
+    abort. ``source`` is only read; on any error no ``output`` and no temporary file remain.
+
+    Returns:
+        An :class:`ApplyResult`: the profiles, intent, identity, per-page counts and sizes,
+        kept bad tiles, timing.
+
+    Raises:
+        AlreadyAppliedError: ``source`` is a copy svsicc already made.
+        ProfileError: no embedded profile and no ``profile``, or one that is not a usable RGB
+            profile.
+        TiffFormatError: ``source`` is missing or not a sound TIFF.
+        UnsupportedLayoutError: not an Aperio slide, or a compression or layout svsicc cannot
+            re-encode faithfully.
+        TileDecodeError: a tile cannot be decoded (unless ``keep_bad_tiles``).
+        OutputError: ``output`` exists, is ``source``, or cannot be written (disk full...).
+        SvsiccError: any other bad request (an unknown intent); every error above derives
+            from it.
     """
     started = time.perf_counter()
     src = Path(source)
@@ -253,7 +277,7 @@ def choose_source_profile(
         raise ProfileError(
             src,
             "the slide has no embedded ICC profile",
-            hint="pass --profile FILE with the scanner's profile",
+            hint="pass {profile} with the scanner's profile",
         )
     data, page = embedded
     return IccProfile.from_bytes(data, f"{src}: IFD {page.index} tag 34675"), (
@@ -281,16 +305,16 @@ def _check_paths(src: Path, dst: Path, in_place: bool, overwrite: bool) -> None:
     same = dst.exists() and os.path.samefile(src, dst)
     if in_place:
         if not same:
-            raise OutputError(dst, "--in-place needs OUTPUT to be the input file itself")
+            raise OutputError(dst, "{in_place} needs {output} to be the input file itself")
         return
     if same:
         raise OutputError(
-            dst, "OUTPUT is the input file", hint="choose another OUTPUT, or pass --in-place"
+            dst, "{output} is the input file", hint="choose another {output}, or pass {in_place}"
         )
     if dst.is_dir():
-        raise OutputError(dst, "OUTPUT is a directory; give a file name")
+        raise OutputError(dst, "{output} is a directory; give a file name")
     if dst.exists() and not overwrite:
-        raise OutputError(dst, "OUTPUT exists", hint="pass --overwrite to replace it")
+        raise OutputError(dst, "{output} exists", hint="pass {overwrite} to replace it")
     if not dst.parent.is_dir():
         raise OutputError(dst, "the output folder does not exist")
 

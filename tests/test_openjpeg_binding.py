@@ -150,9 +150,7 @@ def test_without_a_library_only_subsampled_tiles_are_refused(
         assert result.segments_rewritten >= 2 and not result.bad_segments
 
 
-def test_the_mark_names_the_library_that_encoded(
-    slides: dict[str, Path], tmp_path: Path
-) -> None:
+def test_the_mark_names_the_library_that_encoded(slides: dict[str, Path], tmp_path: Path) -> None:
     svsicc.apply(slides["422"], tmp_path / "422.svs", profile=SCANSCOPE, workers=1)
     svsicc.apply(slides["444"], tmp_path / "444.svs", profile=SCANSCOPE, workers=1)
     with_binding = slide_info(tmp_path / "422.svs")
