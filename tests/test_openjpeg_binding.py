@@ -16,6 +16,7 @@ import pytest
 
 import svsicc
 from svsicc.codecs import openjpeg
+from svsicc.codecs import openjpeg_library as loader
 from svsicc.exceptions import UnsupportedLayoutError
 from svsicc.info import format_info, slide_info
 from svsicc.synthetic import load_real_pixels, preset, write_slide
@@ -28,14 +29,14 @@ NOT_OPENJPEG = ctypes.util.find_library("m") or "libm.so.6"
 @pytest.fixture(scope="module")
 def real_library() -> str:
     """The path of the OpenJPEG the binding finds without any override."""
-    return openjpeg.load(openjpeg.candidates()).path
+    return loader.load(loader.candidates()).path
 
 
 @pytest.fixture
 def fresh_loader(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     """The binding's cached library is forgotten before and after, so a test's environment
     decides what is loaded and later tests load the default again."""
-    monkeypatch.delenv(openjpeg.ENV_LIBRARY, raising=False)
+    monkeypatch.delenv(loader.ENV_LIBRARY, raising=False)
     openjpeg._loaded.cache_clear()
     yield monkeypatch
     monkeypatch.undo()
@@ -43,34 +44,34 @@ def fresh_loader(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch
 
 
 def test_a_missing_name_is_refused_naming_it() -> None:
-    with pytest.raises(openjpeg.OpenJpegUnavailable, match=r"no-such-openjp2\.so: cannot load"):
-        openjpeg.load(["no-such-openjp2.so"])
+    with pytest.raises(loader.OpenJpegUnavailable, match=r"no-such-openjp2\.so: cannot load"):
+        loader.load(["no-such-openjp2.so"])
 
 
 def test_a_real_library_that_is_not_openjpeg_is_refused() -> None:
-    with pytest.raises(openjpeg.OpenJpegUnavailable, match=r"not OpenJPEG \(no opj_version\)"):
-        openjpeg.load([NOT_OPENJPEG])
+    with pytest.raises(loader.OpenJpegUnavailable, match=r"not OpenJPEG \(no opj_version\)"):
+        loader.load([NOT_OPENJPEG])
 
 
 def test_a_version_outside_the_range_is_refused(real_library: str) -> None:
-    version = openjpeg.load([real_library]).version
-    with pytest.raises(openjpeg.OpenJpegUnavailable, match=rf"OpenJPEG {version}, need 9\.1"):
-        openjpeg.load([real_library], minimum=(9, 1), below=(10, 0))
-    with pytest.raises(openjpeg.OpenJpegUnavailable, match="below 2.0"):
-        openjpeg.load([real_library], minimum=(1, 0), below=(2, 0))
+    version = loader.load([real_library]).version
+    with pytest.raises(loader.OpenJpegUnavailable, match=rf"OpenJPEG {version}, need 9\.1"):
+        loader.load([real_library], minimum=(9, 1), below=(10, 0))
+    with pytest.raises(loader.OpenJpegUnavailable, match="below 2.0"):
+        loader.load([real_library], minimum=(1, 0), below=(2, 0))
 
 
 def test_the_first_usable_candidate_wins_after_the_refused_ones(real_library: str) -> None:
-    found = openjpeg.load(["no-such-openjp2.so", NOT_OPENJPEG, real_library])
+    found = loader.load(["no-such-openjp2.so", NOT_OPENJPEG, real_library])
     assert found.path == real_library
-    assert openjpeg.parse_version(found.version) >= (2, 1, 0)
+    assert loader.parse_version(found.version) >= (2, 1, 0)
     # The bundled copies carry the version in their file name (libopenjp2-<hash>.so.2.5.4).
     assert Path(real_library).name.endswith(found.version)
 
 
 def test_every_reason_is_listed_when_nothing_loads() -> None:
-    with pytest.raises(openjpeg.OpenJpegUnavailable) as raised:
-        openjpeg.load(["no-such-openjp2.so", NOT_OPENJPEG])
+    with pytest.raises(loader.OpenJpegUnavailable) as raised:
+        loader.load(["no-such-openjp2.so", NOT_OPENJPEG])
     assert "no-such-openjp2.so: cannot load" in str(raised.value)
     assert f"{NOT_OPENJPEG}: not OpenJPEG" in str(raised.value)
 
@@ -78,23 +79,23 @@ def test_every_reason_is_listed_when_nothing_loads() -> None:
 def test_the_environment_override_is_the_only_candidate(
     fresh_loader: pytest.MonkeyPatch, real_library: str
 ) -> None:
-    fresh_loader.setenv(openjpeg.ENV_LIBRARY, real_library)
-    assert openjpeg.candidates() == [real_library]
-    assert openjpeg.version() == openjpeg.load([real_library]).version
+    fresh_loader.setenv(loader.ENV_LIBRARY, real_library)
+    assert loader.candidates() == [real_library]
+    assert openjpeg.version() == loader.load([real_library]).version
     openjpeg._loaded.cache_clear()
-    fresh_loader.setenv(openjpeg.ENV_LIBRARY, NOT_OPENJPEG)
-    with pytest.raises(openjpeg.OpenJpegUnavailable) as raised:
+    fresh_loader.setenv(loader.ENV_LIBRARY, NOT_OPENJPEG)
+    with pytest.raises(loader.OpenJpegUnavailable) as raised:
         openjpeg.library()
     # No silent fall-back to the bundled copy: the message names the variable and its value.
     assert str(raised.value) == (
-        f"no usable OpenJPEG library: {openjpeg.ENV_LIBRARY}={NOT_OPENJPEG}: "
+        f"no usable OpenJPEG library: {loader.ENV_LIBRARY}={NOT_OPENJPEG}: "
         "not OpenJPEG (no opj_version)"
     )
 
 
 def test_without_override_bundled_copies_come_before_system_names() -> None:
-    found = openjpeg.candidates()
-    names = openjpeg.system_names()
+    found = loader.candidates()
+    names = loader.system_names()
     assert set(names) <= set(found)
     assert all(found.index(n) > 0 for n in names)  # imagecodecs' copy is installed here
 
@@ -104,7 +105,7 @@ def test_without_override_bundled_copies_come_before_system_names() -> None:
     [("Linux", "libopenjp2.so.7"), ("Darwin", "libopenjp2.7.dylib"), ("Windows", "openjp2.dll")],
 )
 def test_system_names_per_platform(system: str, first: str) -> None:
-    assert openjpeg.system_names(system)[0] == first
+    assert loader.system_names(system)[0] == first
 
 
 @pytest.mark.parametrize(
@@ -112,7 +113,7 @@ def test_system_names_per_platform(system: str, first: str) -> None:
     [("2.5.4", (2, 5, 4)), ("2.1", (2, 1, 0)), ("2.3.1-dev", (2, 3, 1)), ("", None), ("x", None)],
 )
 def test_parse_version(text: str, number: tuple[int, int, int] | None) -> None:
-    assert openjpeg.parse_version(text) == number
+    assert loader.parse_version(text) == number
 
 
 # -- a slide with and without the binding --------------------------------------------------------
@@ -135,14 +136,14 @@ def slides(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_without_a_library_only_subsampled_tiles_are_refused(
     fresh_loader: pytest.MonkeyPatch, slides: dict[str, Path], tmp_path: Path
 ) -> None:
-    fresh_loader.setenv(openjpeg.ENV_LIBRARY, str(tmp_path / "missing-libopenjp2.so.7"))
+    fresh_loader.setenv(loader.ENV_LIBRARY, str(tmp_path / "missing-libopenjp2.so.7"))
     output = tmp_path / "422.svs"
     with pytest.raises(UnsupportedLayoutError) as raised:
         svsicc.apply(slides["422"], output, profile=SCANSCOPE, workers=1)
     line = raised.value.one_line()
     assert line.startswith(f"{slides['422']}, IFD 0, tile 0: a JPEG 2000 tile with subsampled")
-    assert f"{openjpeg.ENV_LIBRARY}={tmp_path / 'missing-libopenjp2.so.7'}: cannot load" in line
-    assert f"(set {openjpeg.ENV_LIBRARY} to the path of an OpenJPEG 2.1 or later" in line
+    assert f"{loader.ENV_LIBRARY}={tmp_path / 'missing-libopenjp2.so.7'}: cannot load" in line
+    assert f"(set {loader.ENV_LIBRARY} to the path of an OpenJPEG 2.1 or later" in line
     assert "\n" not in line
     assert not output.exists() and list(tmp_path.iterdir()) == []
     for name in ("444", "rgb"):
