@@ -19,6 +19,7 @@ from pathlib import Path
 from . import __version__, tiff
 from .colour import ColourTable, IccProfile, Intent, default_target
 from .engine import (
+    COMPRESSION_JP2K_YCBCR,
     SUPPORTED_COMPRESSIONS,
     BadSegment,
     Encoded,
@@ -149,10 +150,34 @@ def apply(
     pool: WorkerPool | None = None,
     before_commit: Callable[[Path, ApplyResult], None] | None = None,
 ) -> ApplyResult:
-    """Convert every pyramid level and the thumbnail of ``source`` to ``target`` (sRGB).
+    """Write ``output``: ``source`` with every pyramid level and the thumbnail converted from
+    its ICC profile to ``target`` (default: a compact sRGB), every other byte kept, and marked.
 
-    ``profile`` overrides (or supplies) the source profile; ``intent`` defaults to the source
-    profile's own. ``before_commit`` sees the finished temporary file and may raise to abort.
+    ``profile`` (a path, the profile's bytes or an :class:`IccProfile`) overrides or supplies
+    the source profile; ``intent`` (an :class:`Intent` or "perceptual", "relative",
+    "saturation", "absolute") defaults to the source profile's own. ``in_place=True`` replaces
+    ``source`` (``output`` must then be ``source``); ``overwrite=True`` replaces an existing
+    ``output``. ``workers`` processes (default: all cores) or a shared ``pool``;
+    ``include_associated`` converts label and macro too; ``keep_bad_tiles`` keeps the bytes of
+    an undecodable tile instead of failing. ``progress(done, total)`` is called per segment.
+    ``before_commit(temp_path, result)`` sees the finished temporary file and may raise to
+    abort. ``source`` is only read; on any error no ``output`` and no temporary file remain.
+
+    Returns:
+        An :class:`ApplyResult`: the profiles, intent, identity, per-page counts and sizes,
+        kept bad tiles, timing.
+
+    Raises:
+        AlreadyAppliedError: ``source`` is a copy svsicc already made.
+        ProfileError: no embedded profile and no ``profile``, or one that is not a usable RGB
+            profile.
+        TiffFormatError: ``source`` is missing or not a sound TIFF.
+        UnsupportedLayoutError: not an Aperio slide, or a compression or layout svsicc cannot
+            re-encode faithfully.
+        TileDecodeError: a tile cannot be decoded (unless ``keep_bad_tiles``).
+        OutputError: ``output`` exists, is ``source``, or cannot be written (disk full...).
+        SvsiccError: any other bad request (an unknown intent); every error above derives
+            from it.
     """
     started = time.perf_counter()
     src = Path(source)
@@ -252,7 +277,7 @@ def choose_source_profile(
         raise ProfileError(
             src,
             "the slide has no embedded ICC profile",
-            hint="pass --profile FILE with the scanner's profile",
+            hint="pass {profile} with the scanner's profile",
         )
     data, page = embedded
     return IccProfile.from_bytes(data, f"{src}: IFD {page.index} tag 34675"), (
@@ -280,16 +305,16 @@ def _check_paths(src: Path, dst: Path, in_place: bool, overwrite: bool) -> None:
     same = dst.exists() and os.path.samefile(src, dst)
     if in_place:
         if not same:
-            raise OutputError(dst, "--in-place needs OUTPUT to be the input file itself")
+            raise OutputError(dst, "{in_place} needs {output} to be the input file itself")
         return
     if same:
         raise OutputError(
-            dst, "OUTPUT is the input file", hint="choose another OUTPUT, or pass --in-place"
+            dst, "{output} is the input file", hint="choose another {output}, or pass {in_place}"
         )
     if dst.is_dir():
-        raise OutputError(dst, "OUTPUT is a directory; give a file name")
+        raise OutputError(dst, "{output} is a directory; give a file name")
     if dst.exists() and not overwrite:
-        raise OutputError(dst, "OUTPUT exists", hint="pass --overwrite to replace it")
+        raise OutputError(dst, "{output} exists", hint="pass {overwrite} to replace it")
     if not dst.parent.is_dir():
         raise OutputError(dst, "the output folder does not exist")
 
@@ -438,6 +463,10 @@ def _write_copy(
     new_counts = {p.index: list(p.byte_counts) for p in rewrite}
     rewritten = dict.fromkeys(new_offsets, 0)
     bad: list[BadSegment] = []
+    # Pages whose tiles svsicc's OpenJPEG binding may encode (subsampled 33003): the mark
+    # names that library's version once an output tile shows it was used.
+    binding_pages = {p.index for p in rewrite if p.compression == COMPRESSION_JP2K_YCBCR}
+    binding_used = False
     jobs = tuple(PageJob.for_page(p) for p in rewrite)
     table_file = _table_file_for_workers(table, pool)
     try:
@@ -455,6 +484,8 @@ def _write_copy(
                     data = reader.read(task.offset, task.count, "segment", ifd=task.page)
                 else:
                     data = result
+                    if task.page in binding_pages and not binding_used:
+                        binding_used = _encoded_by_binding(data)
                 offset = placement.place(task.offset, data)
                 for page_index, segment in receivers[(task.offset, task.count)]:
                     new_offsets[page_index][segment] = offset
@@ -470,7 +501,7 @@ def _write_copy(
     for page in rewrite:
         _patch_ints(patcher, page.ifd.entries[page.offsets_tag], new_offsets[page.index])
         _patch_ints(patcher, page.ifd.entries[page.byte_counts_tag], new_counts[page.index])
-    _mark(reader, slide, rewrite, patcher, marks)
+    _mark(reader, slide, rewrite, patcher, marks, _binding_version() if binding_used else None)
     bad_by_page = {p.index: sum(1 for b in bad if b.page == p.index) for p in rewrite}
     results = tuple(
         PageResult(
@@ -531,12 +562,25 @@ def _patch_ints(patcher: tiff.TiffPatcher, entry: tiff.TiffEntry, values: list[i
     patcher.overwrite(entry, type_, len(values), data)
 
 
+def _encoded_by_binding(stream: Encoded) -> bool:
+    from .codecs.jpeg2k import encoded_by_binding
+
+    return encoded_by_binding(stream)
+
+
+def _binding_version() -> str:
+    from .codecs import openjpeg
+
+    return f"OpenJPEG {openjpeg.version()}"
+
+
 def _mark(
     reader: tiff.TiffReader,
     slide: Slide,
     rewrite: list[Page],
     patcher: tiff.TiffPatcher,
     marks: _Marks,
+    library: str | None,
 ) -> None:
     target = marks.target
     rewritten = {p.index for p in rewrite}
@@ -559,7 +603,13 @@ def _mark(
             continue
         if page.index == 0:
             text = mark_applied(
-                page.description, marks.source, target, marks.intent, marks.identity, __version__
+                page.description,
+                marks.source,
+                target,
+                marks.intent,
+                marks.identity,
+                __version__,
+                library=library,
             )
         else:
             text = rename_profile(page.description, target, add_if_missing=False)

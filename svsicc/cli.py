@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 
 from . import __version__
-from .exceptions import AlreadyAppliedError, SvsiccError, VerificationError
+from .exceptions import AlreadyAppliedError, Audience, SvsiccError, VerificationError
 from .output import INTERRUPTED
 
 EXIT_OK = 0
@@ -184,13 +184,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except AlreadyAppliedError as exc:
-        print(f"svsicc: {exc.one_line()}", file=sys.stderr)
+        print(f"svsicc: {exc.one_line(Audience.CLI)}", file=sys.stderr)
         return EXIT_ALREADY_APPLIED
     except VerificationError as exc:
-        print(f"svsicc: {exc.one_line()}", file=sys.stderr)
+        print(f"svsicc: {exc.one_line(Audience.CLI)}", file=sys.stderr)
         return EXIT_FAILED
     except SvsiccError as exc:
-        print(f"svsicc: {exc.one_line()}", file=sys.stderr)
+        print(f"svsicc: {exc.one_line(Audience.CLI)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("svsicc: interrupted; no output was left behind", file=sys.stderr)

@@ -57,6 +57,16 @@ def _page_dict(page: Page) -> dict[str, object]:
 
 
 def slide_info(path: str | Path) -> SlideInfo:
+    """What ``path`` holds: format, size, the embedded profile and where, the applied record
+    (``ICC Profile Applied*`` keys) if svsicc made it, and every IFD. Only reads the file.
+
+    Returns:
+        A :class:`SlideInfo`; an embedded profile that cannot be parsed is ``profile`` None
+        with ``profile_error`` saying why, not an exception.
+
+    Raises:
+        TiffFormatError: ``path`` is missing or not a sound TIFF.
+    """
     with tiff.TiffReader(path) as reader:
         slide = read_slide(reader)
     return info_from_slide(slide)

@@ -176,19 +176,21 @@ def _load_colours(options: MigrateOptions) -> _Colours:
 def _check_dirs(options: MigrateOptions) -> tuple[Path, Path]:
     src, dst = options.source_dir, options.destination_dir
     if not src.is_dir():
-        raise SvsiccError(src, "SRC_DIR is not a folder" if src.exists() else "no such folder")
+        raise SvsiccError(src, "{source_dir} is not a folder" if src.exists() else "no such folder")
     if dst.exists() and not dst.is_dir():
-        raise OutputError(dst, "DST_DIR exists and is not a folder")
+        raise OutputError(dst, "{destination_dir} exists and is not a folder")
     real_src, real_dst = src.resolve(), dst.resolve()
     if real_src == real_dst:
         raise OutputError(
-            dst, "DST_DIR is SRC_DIR", hint="migrate writes copies: choose another DST"
+            dst,
+            "{destination_dir} is {source_dir}",
+            hint="migrate writes copies: choose another {destination_dir}",
         )
     if real_src.is_relative_to(real_dst):
         raise OutputError(
             dst,
-            "SRC_DIR lies inside DST_DIR; copies could land on originals",
-            hint="choose a DST_DIR outside SRC_DIR",
+            "{source_dir} lies inside {destination_dir}; copies could land on originals",
+            hint="choose a {destination_dir} outside {source_dir}",
         )
     return real_src, real_dst
 
@@ -518,7 +520,7 @@ class DaskBackend(_Backend):
             # Typed as Any: distributed ships no annotations mypy can use.
             distributed: Any = importlib.import_module("distributed")
         except ImportError:
-            raise SvsiccError(None, "--scheduler needs Dask: pip install 'svsicc[dask]'") from None
+            raise SvsiccError(None, "{scheduler} needs Dask: pip install 'svsicc[dask]'") from None
         try:
             self._client: Any = distributed.Client(address, timeout="15s", set_as_default=False)
         except (OSError, TimeoutError, ValueError) as exc:

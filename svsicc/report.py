@@ -422,10 +422,22 @@ def make_report(
     sample: int | None = None,
     region_size: int = DEFAULT_REGION_SIZE,
 ) -> ReportResult:
-    """Verify ``calibrated`` against ``original`` and write the report folder ``out_dir``.
+    """Verify ``calibrated`` against ``original`` and write the report folder ``out_dir``
+    (``index.html`` and its pictures; ``profile`` and ``sample`` as for :func:`verify`,
+    ``region_size`` the side of the full-resolution region shown, at least 16).
 
     The folder is assembled in a temporary sibling and its files moved in at the end, so a
     failure leaves nothing half written. Existing files of other names in ``out_dir`` stay.
+
+    Returns:
+        A :class:`ReportResult`: the files written, the region shown, colour statistics
+        before and after, and the verification (whose ``ok`` says whether the copy passed).
+
+    Raises:
+        OutputError: ``out_dir`` is not a folder, its parent does not exist, it cannot be
+            written, or ``region_size`` is below 16.
+        UnsupportedLayoutError: a level of ``calibrated`` does not match the original's size.
+        SvsiccError: whatever :func:`verify` raises for bad input.
     """
     destination = Path(out_dir)
     if destination.exists() and not destination.is_dir():
@@ -433,7 +445,7 @@ def make_report(
     if not destination.parent.is_dir():
         raise OutputError(destination, "its parent folder does not exist")
     if region_size < 16:
-        raise OutputError(destination, f"--region-size {region_size} is too small (minimum 16)")
+        raise OutputError(destination, f"{{region_size}} {region_size} is too small (minimum 16)")
     result = verify(original, calibrated, profile=profile, sample=sample)
     staging = Path(tempfile.mkdtemp(prefix=".svsicc-report-", dir=destination.parent))
     try:
@@ -469,7 +481,7 @@ def _write(
                     f"IFD {page.index} does not match the original's "
                     f"({page.width}x{page.height}); it is not a copy of that slide",
                     ifd=page.index,
-                    hint="run svsicc verify for the details",
+                    hint="run {verify_call} for the details",
                 )
         thumb_before = orig.page_rgb(overview)
         thumb_after = cal.page_rgb(cal_slide.pages[overview.index])
