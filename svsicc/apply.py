@@ -37,6 +37,7 @@ from .exceptions import (
     TiffFormatError,
     UnsupportedLayoutError,
 )
+from .formats import refuse_unless_aperio
 from .marking import applied_record, mark_applied, rename_profile
 from .output import INTERRUPTED, TempOutput, bigtiff_twin, copy_ranges, gaps, output_error
 from .slide import Page, Role, Slide, read_slide
@@ -61,6 +62,7 @@ class PageResult:
     kept_bad: int
     bytes_before: int
     bytes_after: int
+    layout: str = "tiled"  # or "stripped": what the segments are
 
     def to_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -161,6 +163,7 @@ def apply(
     override = load_profile(profile)
     target_profile = load_profile(target, "target profile") or default_target()
     with tiff.TiffReader(src) as reader:
+        refuse_unless_aperio(reader)
         slide = read_slide(reader)
         refuse_unless_applicable(src, slide)
         source_profile, origin = choose_source_profile(src, slide, override)
@@ -276,6 +279,14 @@ def resolve_intent(value: Intent | str | None, source: IccProfile) -> Intent:
 
 def _check_paths(src: Path, dst: Path, in_place: bool, overwrite: bool) -> None:
     if not src.exists():
+        if dst.is_file() and not in_place:
+            # The usual cause: the two paths swapped. Say which comes first.
+            raise TiffFormatError(
+                src,
+                "no such file",
+                hint=f"INPUT comes first: svsicc apply INPUT OUTPUT; {dst} exists and would be "
+                "the INPUT",
+            )
         raise TiffFormatError(src, "no such file")
     same = dst.exists() and os.path.samefile(src, dst)
     if in_place:
@@ -483,6 +494,7 @@ def _write_copy(
             kept_bad=bad_by_page.get(p.index, 0),
             bytes_before=sum(p.byte_counts),
             bytes_after=sum(new_counts[p.index]),
+            layout=p.kind,
         )
         for p in rewrite
     )

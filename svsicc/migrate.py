@@ -1315,7 +1315,7 @@ def format_plan(plan: MigrationPlan) -> str:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from .cli import add_colour_options
+    from .cli import add_colour_options, add_workers_option
 
     p = sub.add_parser(
         "migrate",
@@ -1333,11 +1333,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("source_dir", metavar="SRC_DIR", help="the archive; opened read-only")
     p.add_argument("destination_dir", metavar="DST_DIR", help="where the mirrored tree goes")
     add_colour_options(p)
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help="slides at a time in the local pool (default: all cores; not used with --scheduler)",
+    add_workers_option(
+        p, "slides at a time in the local pool (default: all cores; not used with --scheduler)"
     )
     p.add_argument(
         "--include",
@@ -1366,8 +1363,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.workers is not None and args.workers < 1:
-        raise SvsiccError(None, "--workers must be at least 1")
     options = MigrateOptions(
         source_dir=Path(args.source_dir),
         destination_dir=Path(args.destination_dir),
