@@ -565,16 +565,27 @@ def _mark(
             len(target.data),
             target.data,
         )
-    carrier_indexes = {p.index for p in carriers} | rewritten
+    # Pages whose pixels are now in the target space (all levels and the thumbnail in identity
+    # mode, though none is rewritten).
+    converted = rewritten | (
+        {p.index for p in slide.pages if p.role in (Role.LEVEL, Role.THUMBNAIL)}
+        if marks.identity
+        else set()
+    )
     for page in slide.pages:
-        if page.description is None or page.index not in carrier_indexes | {0}:
+        if page.description is None or page.index not in converted | {0}:
             continue
         if page.index == 0:
             text = mark_applied(
                 page.description, marks.source, target, marks.intent, marks.identity, __version__
             )
         else:
-            text = rename_profile(page.description, target, add_if_missing=False)
+            # OpenSlide 4.0.1 gives an associated image (thumbnail, label, macro) IFD 0's profile
+            # only when its description's "ICC Profile" names the same profile as IFD 0's: a
+            # converted one must name the target, a key added if it had none.
+            text = rename_profile(
+                page.description, target, add_if_missing=page.role is not Role.LEVEL
+            )
         if text != page.description:
             data = text.encode("latin-1", "replace") + b"\x00"
             entry = page.ifd.entries[tiff.TAG_IMAGE_DESCRIPTION]

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from svsicc.colour import default_target
+
 from .conftest import CMU_SMALL, OPENSLIDE_SMALL, SCANSCOPE, TCGA, assert_one_line_error, sha256
 from .conftest import run_cli as run
 
@@ -150,3 +152,33 @@ def test_one_tile_is_singular(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     )
     assert code == 0
     assert "1 tile and 1 strip rewritten" in stdout
+
+
+@pytest.mark.parametrize(
+    ("source", "extra"),
+    [(TCGA, ()), (CMU_SMALL, ("--profile", str(SCANSCOPE)))],
+    ids=["identity-tcga", "transformed-cmu"],
+)
+def test_every_page_keeps_its_profile_in_openslide(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], source: Path, extra: tuple[str, ...]
+) -> None:
+    """The thumbnail's profile in OpenSlide is the copy's profile, its description names it."""
+    import openslide
+    import tifffile
+
+    out = tmp_path / "copy.svs"
+    assert _main(capsys, "apply", source, out, *extra, "--quiet")[0] == 0
+    target = default_target().data
+    with openslide.OpenSlide(str(out)) as slide:
+        assert slide.color_profile is not None
+        assert slide.color_profile.profile.profile_description == "sRGB"
+        thumbnail = slide.associated_images["thumbnail"]
+        assert thumbnail.info.get("icc_profile") == target
+    with tifffile.TiffFile(out) as tif:
+        named = {
+            page.index: part.split(" = ", 1)[1]
+            for page in tif.pages
+            for part in page.description.split("|")
+            if part.startswith("ICC Profile = ")
+        }
+    assert named and set(named.values()) == {"sRGB"}, named
