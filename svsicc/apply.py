@@ -153,8 +153,54 @@ def apply(
 ) -> ApplyResult:
     """Convert every pyramid level and the thumbnail of ``source`` to ``target`` (sRGB).
 
-    ``profile`` overrides (or supplies) the source profile; ``intent`` defaults to the source
-    profile's own. ``before_commit`` sees the finished temporary file and may raise to abort.
+    Writes ``output`` through a temporary file beside it (``.OUTPUT.PID.svsicc-tmp``) that is
+    renamed into place only when complete; after any error neither ``output`` nor a temporary
+    file remains. ``source`` is only ever opened read-only.
+
+    Args:
+        source: an Aperio SVS (or Aperio-described .tif). Other formats are refused by content.
+        output: the copy to write. Equal to ``source`` only with ``in_place``.
+        profile: the source profile (path, bytes or :class:`IccProfile`); overrides the
+            embedded one, and is required when the slide embeds none.
+        target: the target profile; default a compact ICC v2 sRGB.
+        intent: ``Intent`` or its name; default the source profile's own (perceptual for
+            ScanScope v1).
+        in_place: replace ``source`` (``output`` must then be ``source`` itself).
+        overwrite: replace an existing ``output``.
+        workers: processes that decode, convert and encode segments; None for all cores
+            (:func:`svsicc.engine.default_workers`); values below 1 count as 1. With 1 (or an
+            identity copy) no process is started.
+        include_associated: also convert the label and macro images.
+        keep_bad_tiles: keep the original bytes of a segment that cannot be decoded (listed in
+            ``ApplyResult.bad_segments``) instead of failing.
+        progress: called as ``progress(done, total)`` (segments) from the calling thread after
+            each segment is written, e.g. :class:`svsicc.progress.ProgressBar`.
+        pool: a :class:`WorkerPool` to reuse across calls (``workers`` is then ignored and the
+            pool is left open); by default apply starts and closes its own.
+        before_commit: called as ``before_commit(temp_path, result)`` with the finished, flushed
+            temporary file before it is renamed into place (``result.seconds`` is 0 there); may
+            raise to abort, leaving nothing (``apply --verify`` runs
+            :func:`svsicc.verify.verify_before_commit` here).
+
+    Returns:
+        :class:`ApplyResult`: profiles, intent, whether the copy is an identity copy (no pixel
+        changed, only marked), per-page counts and bytes (:class:`PageResult`), input and output
+        sizes, seconds, workers used and any kept bad segments.
+
+    Raises:
+        TiffFormatError: missing, unreadable, truncated or corrupt input.
+        UnsupportedLayoutError: not an Aperio slide (the format is named), or a compression or
+            sample layout svsicc does not convert.
+        ProfileError: no profile to use, or an unreadable or non-RGB one.
+        AlreadyAppliedError: the slide already carries svsicc's applied record.
+        OutputError: OUTPUT is INPUT without ``in_place``, exists without ``overwrite``, is a
+            folder or in a missing folder, or the disk is full or not writable.
+        TileDecodeError: a segment cannot be decoded (unless ``keep_bad_tiles``).
+        VerificationError: raised by a ``before_commit`` check such as apply --verify.
+        KeyboardInterrupt: on Ctrl-C or SIGTERM (via the command line); nothing is left.
+
+    All but the last derive from :class:`SvsiccError` and carry ``path``, ``ifd``, ``tile``,
+    ``problem`` and ``hint``.
     """
     started = time.perf_counter()
     src = Path(source)

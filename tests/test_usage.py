@@ -182,3 +182,16 @@ def test_every_page_keeps_its_profile_in_openslide(
             if part.startswith("ICC Profile = ")
         }
     assert named and set(named.values()) == {"sRGB"}, named
+
+
+def test_apply_docstring_covers_the_python_api() -> None:
+    """Python callers read help(svsicc.apply): every keyword, the result and the errors."""
+    import svsicc
+
+    doc = svsicc.apply.__doc__ or ""
+    for needed in (
+        "workers:", "progress:", "pool:", "before_commit:", "Returns:", "ApplyResult",
+        "Raises:", "TiffFormatError", "UnsupportedLayoutError", "ProfileError",
+        "AlreadyAppliedError", "OutputError", "TileDecodeError", "VerificationError",
+    ):  # fmt: skip
+        assert needed in doc, needed
