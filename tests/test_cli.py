@@ -27,14 +27,6 @@ from .conftest import (
 from .conftest import run_cli as run
 
 
-@pytest.fixture
-def small_copy(tmp_path: Path) -> Path:
-    copy = tmp_path / "in" / "small.svs"
-    copy.parent.mkdir()
-    shutil.copyfile(OPENSLIDE_SMALL, copy)
-    return copy
-
-
 def test_apply_then_info_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "embed_srgb.tif"
     code, stdout, _ = run(capsys, "apply", CMU_EMBED, out, "--quiet")

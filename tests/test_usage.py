@@ -24,14 +24,6 @@ def _main(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, 
         return int(exc.code or 0), captured.out, captured.err
 
 
-@pytest.fixture
-def small_copy(tmp_path: Path) -> Path:
-    copy = tmp_path / "in" / "small.svs"
-    copy.parent.mkdir()
-    shutil.copyfile(OPENSLIDE_SMALL, copy)
-    return copy
-
-
 def test_in_place_needs_no_output(small_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
     before = sha256(small_copy)
     code, stdout, err = _main(capsys, "apply", small_copy, "--in-place", "--profile", SCANSCOPE)
