@@ -38,6 +38,7 @@ from .exceptions import (
     TiffFormatError,
     UnsupportedLayoutError,
 )
+from .formats import refuse_unless_aperio
 from .marking import applied_record, mark_applied, rename_profile
 from .output import INTERRUPTED, TempOutput, bigtiff_twin, copy_ranges, gaps, output_error
 from .slide import Page, Role, Slide, read_slide
@@ -62,6 +63,7 @@ class PageResult:
     kept_bad: int
     bytes_before: int
     bytes_after: int
+    layout: str = "tiled"  # or "stripped": what the segments are
 
     def to_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -153,31 +155,54 @@ def apply(
     """Write ``output``: ``source`` with every pyramid level and the thumbnail converted from
     its ICC profile to ``target`` (default: a compact sRGB), every other byte kept, and marked.
 
-    ``profile`` (a path, the profile's bytes or an :class:`IccProfile`) overrides or supplies
-    the source profile; ``intent`` (an :class:`Intent` or "perceptual", "relative",
-    "saturation", "absolute") defaults to the source profile's own. ``in_place=True`` replaces
-    ``source`` (``output`` must then be ``source``); ``overwrite=True`` replaces an existing
-    ``output``. ``workers`` processes (default: all cores) or a shared ``pool``;
-    ``include_associated`` converts label and macro too; ``keep_bad_tiles`` keeps the bytes of
-    an undecodable tile instead of failing. ``progress(done, total)`` is called per segment.
-    ``before_commit(temp_path, result)`` sees the finished temporary file and may raise to
-    abort. ``source`` is only read; on any error no ``output`` and no temporary file remain.
+    Writes ``output`` through a temporary file beside it (``.OUTPUT.PID.svsicc-tmp``) that is
+    renamed into place only when complete; after any error neither ``output`` nor a temporary
+    file remains. ``source`` is only ever opened read-only.
+
+    Args:
+        source: an Aperio SVS (or Aperio-described .tif). Other formats are refused by content.
+        output: the copy to write. Equal to ``source`` only with ``in_place``.
+        profile: the source profile (path, bytes or :class:`IccProfile`); overrides the
+            embedded one, and is required when the slide embeds none.
+        target: the target profile; default a compact ICC v2 sRGB.
+        intent: ``Intent`` or its name; default the source profile's own (perceptual for
+            ScanScope v1).
+        in_place: replace ``source`` (``output`` must then be ``source`` itself).
+        overwrite: replace an existing ``output``.
+        workers: processes that decode, convert and encode segments; None for all cores
+            (:func:`svsicc.engine.default_workers`); values below 1 count as 1. With 1 (or an
+            identity copy) no process is started.
+        include_associated: also convert the label and macro images.
+        keep_bad_tiles: keep the original bytes of a segment that cannot be decoded (listed in
+            ``ApplyResult.bad_segments``) instead of failing.
+        progress: called as ``progress(done, total)`` (segments) from the calling thread after
+            each segment is written, e.g. :class:`svsicc.progress.ProgressBar`.
+        pool: a :class:`WorkerPool` to reuse across calls (``workers`` is then ignored and the
+            pool is left open); by default apply starts and closes its own.
+        before_commit: called as ``before_commit(temp_path, result)`` with the finished, flushed
+            temporary file before it is renamed into place (``result.seconds`` is 0 there); may
+            raise to abort, leaving nothing (``apply --verify`` runs
+            :func:`svsicc.verify.verify_before_commit` here).
 
     Returns:
-        An :class:`ApplyResult`: the profiles, intent, identity, per-page counts and sizes,
-        kept bad tiles, timing.
+        :class:`ApplyResult`: profiles, intent, whether the copy is an identity copy (no pixel
+        changed, only marked), per-page counts and bytes (:class:`PageResult`), input and output
+        sizes, seconds, workers used and any kept bad segments.
 
     Raises:
-        AlreadyAppliedError: ``source`` is a copy svsicc already made.
-        ProfileError: no embedded profile and no ``profile``, or one that is not a usable RGB
-            profile.
-        TiffFormatError: ``source`` is missing or not a sound TIFF.
-        UnsupportedLayoutError: not an Aperio slide, or a compression or layout svsicc cannot
-            re-encode faithfully.
-        TileDecodeError: a tile cannot be decoded (unless ``keep_bad_tiles``).
-        OutputError: ``output`` exists, is ``source``, or cannot be written (disk full...).
-        SvsiccError: any other bad request (an unknown intent); every error above derives
-            from it.
+        TiffFormatError: missing, unreadable, truncated or corrupt input.
+        UnsupportedLayoutError: not an Aperio slide (the format is named), or a compression or
+            sample layout svsicc does not convert.
+        ProfileError: no profile to use, or an unreadable or non-RGB one.
+        AlreadyAppliedError: the slide already carries svsicc's applied record.
+        OutputError: OUTPUT is INPUT without ``in_place``, exists without ``overwrite``, is a
+            folder or in a missing folder, or the disk is full or not writable.
+        TileDecodeError: a segment cannot be decoded (unless ``keep_bad_tiles``).
+        VerificationError: raised by a ``before_commit`` check such as apply --verify.
+        KeyboardInterrupt: on Ctrl-C or SIGTERM (via the command line); nothing is left.
+
+    All but the last derive from :class:`SvsiccError` and carry ``path``, ``ifd``, ``tile``,
+    ``problem`` and ``hint``.
     """
     started = time.perf_counter()
     src = Path(source)
@@ -186,6 +211,7 @@ def apply(
     override = load_profile(profile)
     target_profile = load_profile(target, "target profile") or default_target()
     with tiff.TiffReader(src) as reader:
+        refuse_unless_aperio(reader)
         slide = read_slide(reader)
         refuse_unless_applicable(src, slide)
         source_profile, origin = choose_source_profile(src, slide, override)
@@ -301,6 +327,14 @@ def resolve_intent(value: Intent | str | None, source: IccProfile) -> Intent:
 
 def _check_paths(src: Path, dst: Path, in_place: bool, overwrite: bool) -> None:
     if not src.exists():
+        if dst.is_file() and not in_place:
+            # The usual cause: the two paths swapped. Say which comes first.
+            raise TiffFormatError(
+                src,
+                "no such file",
+                hint=f"INPUT comes first: svsicc apply INPUT OUTPUT; {dst} exists and would be "
+                "the INPUT",
+            )
         raise TiffFormatError(src, "no such file")
     same = dst.exists() and os.path.samefile(src, dst)
     if in_place:
@@ -514,6 +548,7 @@ def _write_copy(
             kept_bad=bad_by_page.get(p.index, 0),
             bytes_before=sum(p.byte_counts),
             bytes_after=sum(new_counts[p.index]),
+            layout=p.kind,
         )
         for p in rewrite
     )
@@ -597,9 +632,15 @@ def _mark(
             len(target.data),
             target.data,
         )
-    carrier_indexes = {p.index for p in carriers} | rewritten
+    # Pages whose pixels are now in the target space (all levels and the thumbnail in identity
+    # mode, though none is rewritten).
+    converted = rewritten | (
+        {p.index for p in slide.pages if p.role in (Role.LEVEL, Role.THUMBNAIL)}
+        if marks.identity
+        else set()
+    )
     for page in slide.pages:
-        if page.description is None or page.index not in carrier_indexes | {0}:
+        if page.description is None or page.index not in converted | {0}:
             continue
         if page.index == 0:
             text = mark_applied(
@@ -612,7 +653,12 @@ def _mark(
                 library=library,
             )
         else:
-            text = rename_profile(page.description, target, add_if_missing=False)
+            # OpenSlide 4.0.1 gives an associated image (thumbnail, label, macro) IFD 0's profile
+            # only when its description's "ICC Profile" names the same profile as IFD 0's: a
+            # converted one must name the target, a key added if it had none.
+            text = rename_profile(
+                page.description, target, add_if_missing=page.role is not Role.LEVEL
+            )
         if text != page.description:
             data = text.encode("latin-1", "replace") + b"\x00"
             entry = page.ifd.entries[tiff.TAG_IMAGE_DESCRIPTION]
