@@ -468,7 +468,7 @@ def expectation(original: Slide, calibrated: Slide, profile: IccProfile | None) 
             original.path,
             f"the original has no embedded ICC profile and the copy records "
             f"{record.source_description!r} (sha256 {record.source_sha256[:16]}...)",
-            hint="pass --profile FILE with that profile",
+            hint="pass {profile} with that profile",
         )
     if profile.sha256 != record.source_sha256:
         findings.append(
@@ -871,12 +871,20 @@ def verify(
     ``profile`` is the source profile the copy must have been made with: needed when the
     original embeds none, and otherwise overriding the embedded one. ``sample`` checks that many
     random segments (seeded by ``seed``) per pyramid level instead of all of them.
-    Raises :class:`SvsiccError` subclasses for bad input; a copy that fails verification is a
-    result with ``ok`` False, not an exception.
+
+    Returns:
+        A :class:`VerifyResult`: ``ok``, the ``findings`` (structure), per-level figures
+        (``pages``: PSNR, mean abs, CIEDE2000) and the ``tolerances`` they were held to. A copy
+        that fails verification is a result with ``ok`` False, not an exception.
+
+    Raises:
+        SvsiccError: bad input: a file that is missing or not a sound TIFF
+            (:class:`TiffFormatError`), no usable source profile (:class:`ProfileError`),
+            ``original`` already calibrated, ``sample`` below 1.
     """
     started = time.perf_counter()
     if sample is not None and sample < 1:
-        raise SvsiccError(None, f"--sample must be at least 1, not {sample}")
+        raise SvsiccError(None, f"{{sample}} must be at least 1, not {sample}")
     src_path, dst_path = Path(original), Path(calibrated)
     chosen = _load_profile(profile)
     orig_reader, orig_slide = open_slide(src_path)
@@ -889,7 +897,8 @@ def verify(
         if applied_record(orig_slide.description) is not None:
             raise SvsiccError(
                 src_path,
-                "ORIGINAL is itself a calibrated copy (it carries an 'ICC Profile Applied' record)",
+                "{original} is itself a calibrated copy "
+                "(it carries an 'ICC Profile Applied' record)",
                 hint="give the original first, then the calibrated copy",
             )
         orig = SlidePixels(orig_reader, orig_slide)
@@ -1022,7 +1031,7 @@ def verify_before_commit(
             raise VerificationError(
                 result.output,
                 f"verification failed, nothing was written: {problems[0]}{more}",
-                hint="run svsicc verify on a copy made without --verify for the details",
+                hint="run {verify_call} on a copy made without {apply_verify} for the details",
             )
 
     return check
