@@ -497,6 +497,7 @@ def _write_copy(
     new_counts = {p.index: list(p.byte_counts) for p in rewrite}
     rewritten = dict.fromkeys(new_offsets, 0)
     bad: list[BadSegment] = []
+    kept: list[tuple[int, int]] = []  # every (IFD, segment) holding a kept segment's bytes
     # Pages whose tiles svsicc's OpenJPEG binding may encode (subsampled 33003): the mark
     # names that library's version once an output tile shows it was used.
     binding_pages = {p.index for p in rewrite if p.compression == COMPRESSION_JP2K_YCBCR}
@@ -525,6 +526,8 @@ def _write_copy(
                     new_offsets[page_index][segment] = offset
                     new_counts[page_index][segment] = len(data)
                     rewritten[page_index] += 1
+                    if isinstance(result, BadSegment):
+                        kept.append((page_index, segment))
                 if INTERRUPTED.is_set():
                     raise KeyboardInterrupt
                 if progress is not None:
@@ -535,7 +538,8 @@ def _write_copy(
     for page in rewrite:
         _patch_ints(patcher, page.ifd.entries[page.offsets_tag], new_offsets[page.index])
         _patch_ints(patcher, page.ifd.entries[page.byte_counts_tag], new_counts[page.index])
-    _mark(reader, slide, rewrite, patcher, marks, _binding_version() if binding_used else None)
+    library = _binding_version() if binding_used else None
+    _mark(reader, slide, rewrite, patcher, marks, library, tuple(sorted(kept)))
     bad_by_page = {p.index: sum(1 for b in bad if b.page == p.index) for p in rewrite}
     results = tuple(
         PageResult(
@@ -616,6 +620,7 @@ def _mark(
     patcher: tiff.TiffPatcher,
     marks: _Marks,
     library: str | None,
+    kept: tuple[tuple[int, int], ...],
 ) -> None:
     target = marks.target
     rewritten = {p.index for p in rewrite}
@@ -651,6 +656,7 @@ def _mark(
                 marks.identity,
                 __version__,
                 library=library,
+                kept=kept,
             )
         else:
             # OpenSlide 4.0.1 gives an associated image (thumbnail, label, macro) IFD 0's profile

@@ -16,7 +16,13 @@ from types import FrameType
 from typing import TYPE_CHECKING, NoReturn, cast
 
 from . import __version__
-from .exceptions import AlreadyAppliedError, Audience, SvsiccError, VerificationError
+from .exceptions import (
+    AlreadyAppliedError,
+    Audience,
+    Interrupted,
+    SvsiccError,
+    VerificationError,
+)
 from .output import INTERRUPTED
 
 if TYPE_CHECKING:
@@ -119,7 +125,8 @@ def _register_apply(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--on-bad-tile",
         choices=["fail", "keep"],
         default="fail",
-        help="what to do with a tile that cannot be decoded (default: fail the slide)",
+        help="what to do with a tile that cannot be decoded or is damaged (default: fail the "
+        "slide; keep: keep its bytes and record it in the copy)",
     )
     p.add_argument(
         "--verify",
@@ -278,11 +285,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    # Unwind like Ctrl-C so every temporary file is removed on the way out; the flag makes sure
-    # nothing is renamed into place even if a library swallows the KeyboardInterrupt.
-    INTERRUPTED.set()
-    raise KeyboardInterrupt
+def _interrupt_handler(received: list[int]) -> Callable[[int, FrameType | None], None]:
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        # Unwind like Ctrl-C so every temporary file is removed on the way out; the flag makes
+        # sure nothing is renamed into place even if a library swallows the KeyboardInterrupt.
+        received.append(signum)
+        INTERRUPTED.set()
+        raise KeyboardInterrupt
+
+    return interrupt
 
 
 def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
@@ -300,9 +311,11 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = _parse(parser, argv)
-    signal.signal(signal.SIGTERM, _interrupt)
+    received: list[int] = []  # the signals that interrupted the run
+    interrupt = _interrupt_handler(received)
+    signal.signal(signal.SIGTERM, interrupt)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        signal.signal(signal.SIGINT, _interrupt)  # an inherited SIG_IGN is respected
+        signal.signal(signal.SIGINT, interrupt)  # an inherited SIG_IGN is respected
     handler: Handler = args.handler
     try:
         return handler(args)
@@ -315,9 +328,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SvsiccError as exc:
         print(f"svsicc: {exc.one_line(Audience.CLI)}", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("svsicc: interrupted; no output was left behind", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        # The shell's convention: 128 + the signal (130 SIGINT, 143 SIGTERM).
+        signum = received[0] if received else signal.SIGINT
+        what = "terminated" if signum == signal.SIGTERM else "interrupted"
+        text = exc.one_line(what) if isinstance(exc, Interrupted) else f"{what}; {Interrupted.LEFT}"
+        print(f"svsicc: {text}", file=sys.stderr)
+        return 128 + signum
     except BrokenPipeError:
         return EXIT_ERROR
     except Exception as exc:  # the last line of defence: one line, never a traceback

@@ -24,11 +24,12 @@ from typing import Protocol, TypeAlias
 import numpy as np
 
 from .codecs import AdaptiveCodec, SegmentCodec
-from .codecs.jpeg import JpegCodec, JpegFormatError
-from .codecs.lossless import LosslessCodec, LosslessFormatError
+from .codecs.jpeg import JpegCodec
+from .codecs.lossless import LosslessCodec
 from .colour import ColourTable
-from .exceptions import SvsiccError, TileDecodeError, UnsupportedLayoutError
+from .exceptions import CodecError, SvsiccError, TileDecodeError, UnsupportedLayoutError
 from .slide import Page
+from .worker_signals import shield_worker
 
 COMPRESSION_JPEG = 7
 COMPRESSION_JP2K_YCBCR = 33003
@@ -48,7 +49,9 @@ MAX_POOL_BATCH = 128
 # --workers.
 WARMUP_SEGMENTS = 16
 ADAPTIVE_BATCH = 32
-CODEC_ERRORS = (JpegFormatError, LosslessFormatError, ValueError, RuntimeError)
+# What a codec raises for bad data (or a library that refuses it); anything else is a bug and
+# must surface as one, never as a "bad tile" that --on-bad-tile keep would silently keep.
+CODEC_ERRORS = (CodecError,)
 
 
 @dataclass(frozen=True)
@@ -194,24 +197,24 @@ class SegmentProcessor:
     def _decode(self, task: SegmentTask, data: bytes) -> np.ndarray | BadSegment:
         try:
             return self._codecs[task.page].decode(data, task.rows, task.cols)
-        except SvsiccError as exc:
-            raise self._located(exc, task) from None
         except CODEC_ERRORS as exc:
             if self._keep_bad:
-                return BadSegment(task.page, task.segment, str(exc))
+                return BadSegment(task.page, task.segment, exc.problem)
             raise TileDecodeError(
-                self.path, f"cannot decode: {exc}", ifd=task.page, tile=task.segment
+                self.path, f"cannot decode: {exc.problem}", ifd=task.page, tile=task.segment
             ) from None
+        except SvsiccError as exc:
+            raise self._located(exc, task) from None
 
     def _encode(self, task: SegmentTask, pixels: np.ndarray, layout: str, source: bytes) -> bytes:
         try:
             return self._codecs[task.page].encode(pixels, layout, source)
-        except SvsiccError as exc:
-            raise self._located(exc, task) from None
         except CODEC_ERRORS as exc:
             raise UnsupportedLayoutError(
-                self.path, f"cannot re-encode: {exc}", ifd=task.page, tile=task.segment
+                self.path, f"cannot re-encode: {exc.problem}", ifd=task.page, tile=task.segment
             ) from None
+        except SvsiccError as exc:
+            raise self._located(exc, task) from None
 
     def _located(self, exc: SvsiccError, task: SegmentTask) -> SvsiccError:
         """The same error, naming this slide, IFD and tile where the codec could not."""
@@ -428,12 +431,9 @@ def _init_worker(parent: int, rings: ResultRings | None) -> None:
     if rings is not None and (ring := rings.claim()) is not None:
         _worker_state["ring"] = _ClaimedRing(rings, ring)
 
-    # The parent handles Ctrl-C and shuts the pool down; workers must not die mid-batch first.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # A forked worker inherits the CLI's SIGTERM handler; the pool needs SIGTERM to kill it.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    # Forked while the parent held these (_interrupts_deferred): take them again.
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _DEFERRED_SIGNALS)
+    # The parent handles Ctrl-C and SIGTERM and shuts the pool down; workers must not die
+    # mid-batch first (forked while the parent held both, see _interrupts_deferred).
+    shield_worker(parent)
 
     def exit_with_parent() -> None:
         # After a kill -9 of the parent nobody shuts the pool down: do not linger holding the

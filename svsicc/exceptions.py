@@ -132,6 +132,44 @@ class TileDecodeError(SvsiccError):
     """A tile or strip could not be decoded."""
 
 
+class CodecError(SvsiccError):
+    """A segment's bytes that a codec cannot decode, or cannot re-encode faithfully.
+
+    Codecs raise it (or a subclass) for every failure of the data or of the library they wrap
+    (imagecodecs, Pillow, OpenJPEG), translated at their boundary; anything else escaping a codec
+    is a bug. Codecs do not know the file or the segment's place in it, so the problem comes
+    first and the engine names the slide, IFD and tile.
+    """
+
+    def __init__(
+        self,
+        problem: str,
+        path: str | Path | None = None,
+        *,
+        ifd: int | None = None,
+        tile: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(path, problem, ifd=ifd, tile=tile, hint=hint)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (
+            _rebuild_codec,
+            (type(self), self.problem, self.path, self.ifd, self.tile, self.hint),
+        )
+
+
+def _rebuild_codec(
+    cls: type[CodecError],
+    problem: str,
+    path: Path | None,
+    ifd: int | None,
+    tile: int | None,
+    hint: str | None,
+) -> CodecError:
+    return cls(problem, path, ifd=ifd, tile=tile, hint=hint)
+
+
 class ProfileError(SvsiccError):
     """The ICC profile is missing, unreadable, or unusable for an RGB transform."""
 
@@ -146,3 +184,17 @@ class OutputError(SvsiccError):
 
 class VerificationError(SvsiccError):
     """A calibrated copy does not match its original."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM, unwound like Ctrl-C; says what it left behind.
+
+    A KeyboardInterrupt so that every ``finally`` and ``with`` on the way out runs and library
+    code treats it as an interrupt. The command line prints ``one_line`` with "interrupted" or
+    "terminated" for the signal that came.
+    """
+
+    LEFT = "no output was left behind"
+
+    def one_line(self, what: str = "interrupted") -> str:
+        return f"{what}; {self.LEFT}"

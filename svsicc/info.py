@@ -136,6 +136,11 @@ def format_info(info: SlideInfo) -> str:
             f"{a.mode}, by {a.by}"
         )
         lines.append(f"  source sha256 {a.source_sha256}")
+        if a.kept_tiles:
+            lines.append(
+                f"  {len(a.kept_tiles)} tile(s) kept unconverted (undecodable in the original): "
+                + ", ".join(f"IFD {ifd} tile {tile}" for ifd, tile in a.kept_tiles)
+            )
     else:
         lines.append("applied: no")
     lines.append("IFDs:")

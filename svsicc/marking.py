@@ -19,6 +19,8 @@ KEY_APPLIED_INTENT = "ICC Profile Applied Intent"
 KEY_APPLIED_TARGET = "ICC Profile Applied Target"
 KEY_APPLIED_MODE = "ICC Profile Applied Mode"
 KEY_APPLIED_BY = "ICC Profile Applied By"
+# Written only when some were kept: "IFD:tile" pairs, comma-separated, e.g. "0:5,0:17".
+KEY_APPLIED_KEPT = "ICC Profile Applied Kept Tiles"
 
 
 @dataclass(frozen=True)
@@ -29,8 +31,11 @@ class AppliedRecord:
     target: str
     mode: str
     by: str
+    # (IFD, tile) of the tiles kept with their original bytes (apply --on-bad-tile keep): their
+    # pixels were not converted.
+    kept_tiles: tuple[tuple[int, int], ...] = ()
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "source_description": self.source_description,
             "source_sha256": self.source_sha256,
@@ -38,7 +43,22 @@ class AppliedRecord:
             "target": self.target,
             "mode": self.mode,
             "by": self.by,
+            "kept_tiles": [{"ifd": ifd, "tile": tile} for ifd, tile in self.kept_tiles],
         }
+
+
+def format_kept(kept: tuple[tuple[int, int], ...]) -> str:
+    return ",".join(f"{ifd}:{tile}" for ifd, tile in kept)
+
+
+def parse_kept(value: str) -> tuple[tuple[int, int], ...]:
+    """The pairs of a Kept Tiles value; what does not parse is left out."""
+    kept = []
+    for item in value.split(","):
+        ifd, sep, tile = item.strip().partition(":")
+        if sep and ifd.isdigit() and tile.isdigit():
+            kept.append((int(ifd), int(tile)))
+    return tuple(kept)
 
 
 def split_description(description: str) -> tuple[str, list[tuple[str, str]]]:
@@ -68,6 +88,7 @@ def applied_record(description: str | None) -> AppliedRecord | None:
         target=props.get(KEY_APPLIED_TARGET, ""),
         mode=props.get(KEY_APPLIED_MODE, ""),
         by=props.get(KEY_APPLIED_BY, ""),
+        kept_tiles=parse_kept(props.get(KEY_APPLIED_KEPT, "")),
     )
 
 
@@ -99,11 +120,12 @@ def mark_applied(
     identity: bool,
     version: str,
     library: str | None = None,
+    kept: tuple[tuple[int, int], ...] = (),
 ) -> str:
     """The description with the profile renamed and the ``ICC Profile Applied*`` record added.
     ``library`` names a codec library that encoded tiles apart from imagecodecs (svsicc's
     OpenJPEG binding: "OpenJPEG 2.5.4"); the By key then reads "svsicc 0.1.0 with OpenJPEG
-    2.5.4"."""
+    2.5.4". ``kept``: (IFD, tile) of the tiles kept unconverted (Kept Tiles key)."""
     by = f"svsicc {version}" + (f" with {library}" if library else "")
     text = rename_profile(description, target, add_if_missing=True)
     record = [
@@ -114,4 +136,6 @@ def mark_applied(
         (KEY_APPLIED_MODE, "identity (pixels unchanged)" if identity else "transformed"),
         (KEY_APPLIED_BY, _clean(by)),
     ]
+    if kept:
+        record.append((KEY_APPLIED_KEPT, format_kept(kept)))
     return text + "".join(f"|{k} = {v}" for k, v in record)

@@ -19,7 +19,7 @@ Design
 - Outputs appear only by rename (apply's ``.NAME.PID.svsicc-tmp``; the as-is copies of
   already-applied slides and the summary files use the same naming), so a final name always
   holds a complete file; at start-up, under the lock, migrate removes every such temporary file
-  under DST_DIR whose process is gone, whether or not its slide will be redone.
+  under DST_DIR that no process holds a lock on, whether or not its slide will be redone.
 - Statuses: ``done`` (converted); ``skipped: identity`` (the profile maps to sRGB as identity:
   apply's marked copy with unchanged pixels still lands in DST_DIR, so the mirror is complete);
   ``skipped: already applied`` (the source carries svsicc's mark: it is copied byte for byte, as
@@ -42,7 +42,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import sys
 import threading
@@ -59,7 +58,7 @@ from . import __version__, tiff
 from .apply import IDENTITY_TOLERANCE, ApplyResult, apply, find_embedded_profile
 from .colour import ColourTable, IccProfile, Intent, default_target
 from .engine import PageJob, SegmentProcessor, SegmentTask, default_workers
-from .exceptions import OutputError, ProfileError, SvsiccError, TiffFormatError
+from .exceptions import Interrupted, OutputError, ProfileError, SvsiccError, TiffFormatError
 from .info import info_from_slide
 from .journal import (
     DONE,
@@ -79,6 +78,7 @@ from .journal import (
 from .marking import applied_record
 from .output import TEMP_SUFFIX, TempOutput, output_error, remove_stale_temps, temp_name
 from .slide import Page, Role, Slide, read_slide
+from .worker_signals import shield_worker
 
 LOCK_NAME = ".svsicc-migrate.lock"
 # Exit codes besides 0 (all converted, or nothing needed converting) and 2 (a bad request):
@@ -99,7 +99,7 @@ STATUS_ORDER = (
     RUNNING,
 )
 _HASH_CHUNK = 8 * 1024 * 1024
-_TEMP_PATTERN = re.compile(rf"^\.(?P<name>.+)\.\d+{re.escape(TEMP_SUFFIX)}$")
+_TEMP_PATTERN = re.compile(rf"^\.(?P<name>.+)\.\d+(?:\.[a-z]+)?{re.escape(TEMP_SUFFIX)}$")
 # How often the coordinator redraws the progress line while it waits for slides.
 _TICK_SECONDS = 0.5
 # Tiles decoded, transformed and encoded to estimate the per-pixel cost in a dry run.
@@ -420,16 +420,18 @@ def worker_environment(source_dir: str, destination_dir: str) -> dict[str, objec
     }
 
 
-# Local pool workers. SIGTERM keeps its default (immediate death): ProcessPoolExecutor relies on
-# it to clear a broken pool, and a worker that unwound instead could block forever on a queue
-# lock left dirty. Whoever ends a worker removes its temporary file afterwards (the coordinator
-# sweeps DST_DIR for temporary files of dead processes); an orphan removes its own.
+# Local pool workers. A SIGTERM from the coordinator keeps its immediate death (see
+# worker_signals): ProcessPoolExecutor relies on it to clear a broken pool, and a worker that
+# unwound instead could block forever on a queue lock left dirty. Whoever ends a worker removes
+# its temporary file afterwards (the coordinator sweeps DST_DIR for temporary files nobody holds
+# locked); an orphan removes its own.
 _slide_in_hand: list[Path] = []
 
 
 def _local_worker_init(parent: int) -> None:
-    # Ctrl-C reaches the whole process group; the coordinator decides what happens.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C and a batch system's SIGTERM reach the whole process group; the coordinator decides
+    # what happens (it terminates the slides in hand itself).
+    shield_worker(parent)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
 
 
@@ -674,7 +676,7 @@ class MigrationLock:
 
 
 def remove_stale_temps_under(dst_dir: Path) -> list[Path]:
-    """Remove the temporary files of dead processes anywhere under DST_DIR: those of slides
+    """Remove the temporary files nobody holds a lock on anywhere under DST_DIR: those of slides
     that will be redone and of slides that will not (finished, excluded, or gone)."""
     removed: list[Path] = []
     destinations: set[Path] = set()
@@ -802,7 +804,7 @@ class MigrationReport:
         }
 
 
-class MigrationInterrupted(KeyboardInterrupt):
+class MigrationInterrupted(Interrupted):
     """Ctrl-C or SIGTERM during a run: what stays in DST_DIR and what a rerun will do."""
 
     def __init__(self, dst: Path, finished: int, in_progress: int, not_started: int) -> None:
@@ -810,9 +812,9 @@ class MigrationInterrupted(KeyboardInterrupt):
         self.in_progress, self.not_started = in_progress, not_started
         super().__init__(self.one_line())
 
-    def one_line(self) -> str:
+    def one_line(self, what: str = "interrupted") -> str:
         return (
-            f"interrupted; {_count(self.finished, 'slide')} finished in this run stay in "
+            f"{what}; {_count(self.finished, 'slide')} finished in this run stay in "
             f"{self.dst} (in the journal), {_count(self.in_progress, 'slide')} in progress "
             f"removed, {_count(self.not_started, 'slide')} not started; run the same command "
             "again to resume"
@@ -962,17 +964,14 @@ def write_summaries(report: MigrationReport) -> None:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    temp = temp_name(path)
-    try:
-        with open(temp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(temp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise output_error(path, exc) from None
+    # Through a locked temporary file like a slide's, so no other run takes it for stale.
+    with TempOutput(path) as out:
+        assert out.file is not None
+        try:
+            out.file.write(text.encode("utf-8"))
+        except OSError as exc:
+            raise output_error(path, exc) from None
+        out.commit()
 
 
 def format_summary(report: MigrationReport, attention_limit: int = 100) -> str:
@@ -1405,7 +1404,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "description), apply each into the same place under DST_DIR, and keep a journal "
         f"({JOURNAL_NAME}) there so that running the same command again resumes. Exit 0 when "
         "every slide went well; 1 when any failed in this run; otherwise 4 when any slide found "
-        "is still unconverted for lack of a profile (rerun with --profile); 130 interrupted.",
+        "is still unconverted for lack of a profile (rerun with --profile); 130 interrupted, "
+        "143 terminated.",
         epilog="Statuses: done; skipped: identity (the profile maps to sRGB unchanged: a marked "
         "copy is still written); skipped: already applied (copied byte for byte); skipped: no "
         "profile (nothing written; a later run with --profile converts them); failed (with the "
@@ -1461,11 +1461,8 @@ def _run(args: argparse.Namespace) -> int:
         plan = plan_migration(options)
         print(json.dumps(plan.to_dict(), indent=2) if args.json else format_plan(plan))
         return 0
-    try:
-        report = run_migration(options)
-    except MigrationInterrupted as exc:
-        print(f"svsicc: {exc.one_line()}", file=sys.stderr)
-        return 130
+    # A MigrationInterrupted goes up to the command line, which knows which signal came.
+    report = run_migration(options)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     elif not args.quiet:

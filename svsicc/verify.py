@@ -164,6 +164,9 @@ class PageFigures:
     worst_segment_psnr: float | None
     worst_segment_delta_e2000: float
     problems: tuple[str, ...] = ()
+    # Checked segments the original cannot decode, kept byte for byte in the copy (apply
+    # --on-bad-tile keep): not converted, and not counted against the copy.
+    kept: tuple[int, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -192,6 +195,7 @@ class PageFigures:
                 "psnr": _rounded(self.worst_segment_psnr, 3),
                 "delta_e2000_mean": round(self.worst_segment_delta_e2000, 4),
             },
+            "kept_unconverted": list(self.kept),
             "ok": self.ok,
             "problems": list(self.problems),
         }
@@ -289,6 +293,11 @@ class VerifyResult:
                 f"dE2000 mean {p.delta_e2000_mean:.2f} p95 {p.delta_e2000_p95:.2f}"
                 f"{'' if p.ok else '  FAIL'}"
             )
+            if p.kept:
+                lines.append(
+                    f"    not converted: {len(p.kept)} segment(s) the original cannot decode, "
+                    f"kept as they were: {', '.join(str(n) for n in p.kept)}"
+                )
         lines.extend(f"  problem: {text}" for text in self.problems)
         return "\n".join(lines)
 
@@ -691,6 +700,7 @@ def _check_colour(
     decoded = 0
     lossless = bool(getattr(cal.codec(pc), "lossless", False))
     bad_segments: list[tuple[int, float | None, float]] = []
+    kept: list[int] = []
     for n in segments:
         progress()
         try:
@@ -701,7 +711,9 @@ def _check_colour(
                     Finding("decode", f"the original's segment cannot be decoded ({exc}) and "
                             "the copy's differs from it", ifd=po.index, tile=n)
                 )  # fmt: skip
-            continue  # apply --on-bad-tile keep: kept as it was
+            else:
+                kept.append(n)  # apply --on-bad-tile keep: kept as it was
+            continue
         try:
             after = cal.segment_rgb(pc, n)
         except CODEC_ERRORS as exc:
@@ -770,6 +782,7 @@ def _check_colour(
         worst_segment_psnr=acc.worst_psnr,
         worst_segment_delta_e2000=max(acc.worst_delta_e, 0.0),
         problems=tuple(problems),
+        kept=tuple(kept),
     )
     return figures, decoded
 

@@ -13,6 +13,7 @@ from PIL import Image
 from svsicc.codecs.jpeg import JpegCodec, JpegFormatError, split_header
 from svsicc.codecs.lossless import LosslessCodec
 from svsicc.codecs.pixels import bgrx_from_rgb, rgb_from_layout
+from svsicc.exceptions import CodecError
 
 from .conftest import CMU_SMALL, psnr, segment_bytes
 
@@ -51,7 +52,7 @@ def test_lossless_round_trip_is_exact(tissue: np.ndarray, compression: int, pred
 
 def test_lossless_rejects_short_segments(tissue: np.ndarray) -> None:
     codec = LosslessCodec(1, 1)
-    with pytest.raises(ValueError, match="expected 196608"):
+    with pytest.raises(CodecError, match="expected 196608"):
         codec.decode(tissue.tobytes()[:1000], 256, 256)
 
 

@@ -557,28 +557,6 @@ def test_undecodable_gt450_tile_is_named(
     assert tile_bytes(tmp_path / "o.svs", 0, 4) == tile_bytes(source, 0, 4)
 
 
-def test_garbage_entropy_data_decodes_and_is_converted(tmp_path: Path) -> None:
-    """libjpeg decodes zeroed or cut entropy data with a warning only: such a tile is not 'bad'.
-
-    It is converted like any other (its grey/garbage pixels go through the profile), so the
-    output stays a faithful conversion of what every reader shows for the input.
-    """
-
-    def zero_entropy(tile: bytearray) -> None:
-        sos = tile.find(b"\xff\xda")
-        tile[sos + 40 : len(tile) - 2] = bytes(len(tile) - sos - 42)
-
-    source = cmu_copy(tmp_path, 11, zero_entropy)
-    result = svsicc.apply(source, tmp_path / "o.svs", profile=SCANSCOPE, workers=1)
-    assert result.bad_segments == ()
-    out_tile = tile_bytes(tmp_path / "o.svs", 0, 11)
-    assert out_tile != tile_bytes(source, 0, 11)
-    with tifffile.TiffFile(tmp_path / "o.svs") as tif:
-        tables = tif.pages[0].jpegtables
-    decoded = imagecodecs.jpeg8_decode(out_tile, tables=tables, colorspace=imagecodecs.JPEG8.CS.RGB)
-    assert decoded.shape == (240, 240, 3)
-
-
 # -- disk full -----------------------------------------------------------------------------------
 
 
@@ -686,8 +664,9 @@ def test_interrupt_removes_the_temporary_file(
     process.send_signal(sig)
     _, err = process.communicate(timeout=60)
     # stderr in the message: an exit by a signal (-2) was seen once and never reproduced.
-    assert process.returncode == 130, f"exit {process.returncode}, stderr: {err!r}"
-    assert err.strip() == "svsicc: interrupted; no output was left behind"
+    code, what = (143, "terminated") if sig == signal.SIGTERM else (130, "interrupted")
+    assert process.returncode == code, f"exit {process.returncode}, stderr: {err!r}"
+    assert err.strip() == f"svsicc: {what}; no output was left behind"
     assert listing(tmp_path) == []
     assert sha256(slow_slide) == before
 
@@ -708,22 +687,6 @@ def test_after_kill_9_only_a_temp_file_remains_and_the_next_run_removes_it(
     )  # fmt: skip
     assert (rerun.returncode, rerun.stderr) == (0, "")
     assert listing(tmp_path) == ["o.svs"]
-
-
-def test_stale_temp_of_a_live_process_is_kept(tmp_path: Path) -> None:
-    """Only temporary files of dead processes are removed: a parallel run's file is not."""
-    out = tmp_path / "o.svs"
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    try:
-        live = out.with_name(f".o.svs.{sleeper.pid}{TEMP_SUFFIX}")
-        live.write_bytes(b"x")
-        dead = out.with_name(f".o.svs.{2**22 + 12345}.bigtiff{TEMP_SUFFIX}")
-        dead.write_bytes(b"x")
-        assert output_module.remove_stale_temps(out) == [dead]
-        assert live.exists()
-    finally:
-        sleeper.kill()
-        sleeper.wait()
 
 
 def test_temp_names_carry_a_purpose(tmp_path: Path) -> None:

@@ -566,12 +566,12 @@ def test_sigterm_stops_cleanly(slow_archive: Path, tmp_path: Path) -> None:
         if run.poll() is None:
             run.kill()
             run.wait()
-    assert run.returncode == 130
+    assert run.returncode == 143
     last = err.strip().splitlines()[-1]
     # What stays and what a rerun does, not "no output was left behind": finished slides stay.
     done = sum(1 for r in journal_rows(dst).values() if r["status"] == "done")
     assert re.fullmatch(
-        rf"svsicc: interrupted; {done} slides? finished in this run stay in {re.escape(str(dst))} "
+        rf"svsicc: terminated; {done} slides? finished in this run stay in {re.escape(str(dst))} "
         r"\(in the journal\), \d+ slides? in progress removed, \d+ slides? not started; run the "
         r"same command again to resume",
         last,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 
 import svsicc
 from svsicc import tiff
@@ -295,11 +296,33 @@ def test_one_corrupted_tile_fails(work: Path, calibrated: Path) -> None:
     broken = damaged_copy(calibrated, work / "one-bad-tile.svs", 0, 57, 0.5, noise)
     result = verify(CMU, broken, profile=SCANSCOPE)
     assert not result.ok
+    # Noise in its entropy-coded data: libjpeg would decode it with a warning and grey blocks;
+    # svsicc takes the warning for what it is.
+    [finding] = result.findings
+    assert (finding.kind, finding.ifd, finding.tile) == ("decode", 0, 57)
+    assert "damaged data, libjpeg: Corrupt JPEG data" in finding.message
+    assert result.pages[1].ok  # the thumbnail is fine
+
+
+def test_one_wrong_tile_fails(work: Path, calibrated: Path) -> None:
+    """Tile 57 of the copy holds another tile's sound stream: it decodes, to the wrong pixels."""
+    with tifffile.TiffFile(calibrated) as tif:
+        counts = list(tif.pages[0].databytecounts)
+    smallest = min(range(len(counts)), key=counts.__getitem__)
+    assert counts[smallest] < counts[57]
+    offset, count = segment_extent(calibrated, 0, smallest)
+    with open(calibrated, "rb") as fh:
+        fh.seek(offset)
+        other = fh.read(count)
+    broken = damaged_copy(calibrated, work / "one-wrong-tile.svs", 0, 57, 0.0, other)
+    result = verify(CMU, broken, profile=SCANSCOPE)
+    assert not result.ok
+    assert result.findings == ()
     level0 = result.pages[0]
     assert level0.worst_segment == 57
     assert level0.worst_segment_psnr is not None and level0.worst_segment_psnr < 20
     assert any(p.startswith("segment 57:") for p in level0.problems)
-    assert result.pages[1].ok  # the thumbnail is fine
+    assert result.pages[1].ok
 
 
 def test_undecodable_tile_fails_even_when_not_sampled(work: Path, calibrated: Path) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from ..exceptions import CodecError
+
 SOC, SOT, SIZ, COD, COM = 0xFF4F, 0xFF90, 0xFF51, 0xFF52, 0xFF64
 PROGRESSIONS = ("LRCP", "RLCP", "RPCL", "PCRL", "CPRL")
 # With one layer and one precinct per resolution these three visit packets in the same order:
@@ -18,7 +20,7 @@ DEFAULT_PRECINCT_EXPONENT = 15  # no precinct sizes signalled: 2**15, i.e. one p
 CODEBLOCK_EXPONENT_OFFSET = 2  # SPcod stores log2(code-block size) - 2
 
 
-class Jpeg2000FormatError(ValueError):
+class Jpeg2000FormatError(CodecError):
     """A codestream svsicc cannot parse or OpenJPEG cannot decode."""
 
 

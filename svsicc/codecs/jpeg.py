@@ -24,6 +24,9 @@ import imagecodecs
 import numpy as np
 from PIL import Image
 
+from ..exceptions import CodecError
+from . import libjpeg
+
 ZIGZAG = (
     0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27,
     20, 13, 6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58,
@@ -53,7 +56,7 @@ _PILLOW_SUBSAMPLING = {(1, 1): 0, (2, 1): 1, (2, 2): 2}
 MAX_CACHED_HEADERS = 64  # optimised Huffman tables differ per tile: do not cache those forever
 
 
-class JpegFormatError(ValueError):
+class JpegFormatError(CodecError):
     """A JPEG stream svsicc cannot parse or cannot reproduce faithfully."""
 
 
@@ -312,8 +315,12 @@ class JpegCodec:
                 colorspace=colorspace,
                 outcolorspace=imagecodecs.JPEG8.CS.EXT_BGRX,
             )
-        except Exception as exc:  # imagecodecs raises its own error types
+        except (imagecodecs.Jpeg8Error, ValueError) as exc:
             raise JpegFormatError(f"libjpeg cannot decode it: {exc}") from None
+        # Decoded is not sound: libjpeg fills what a damaged stream lacks with grey and warns.
+        damage = libjpeg.warning(tile, self._raw_tables)
+        if damage is not None:
+            raise JpegFormatError(f"damaged data, libjpeg: {damage}")
         if pixels.shape[:2] != (rows, cols):
             if pixels.shape[0] < rows or pixels.shape[1] < cols:
                 raise JpegFormatError(
@@ -342,7 +349,10 @@ class JpegCodec:
         if settings.restart_interval:
             options["restart_marker_blocks"] = settings.restart_interval
         buf = io.BytesIO()
-        image.save(buf, "JPEG", **options)
+        try:
+            image.save(buf, "JPEG", **options)
+        except (OSError, ValueError) as exc:  # what Pillow raises for what libjpeg refuses
+            raise JpegFormatError(f"libjpeg cannot encode it: {exc}") from None
         encoded = buf.getvalue()
         # The encoder writes the same headers for every tile of a kind (Huffman tables change
         # only when optimised): splice each distinct header once, then reuse it.

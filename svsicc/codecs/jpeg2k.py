@@ -151,6 +151,12 @@ def parse_settings(data: bytes, compression: int) -> Jpeg2000Settings:
     )
 
 
+def _check_damage(decoded: openjpeg.Decoded) -> None:
+    # OpenJPEG decodes what it can of a damaged codestream and warns about the rest.
+    if decoded.warnings:
+        raise Jpeg2000FormatError(f"damaged data, OpenJPEG: {decoded.warnings[0]}")
+
+
 def encoded_by_binding(stream: bytes | memoryview) -> bool:
     """Whether a tile svsicc encoded came from its OpenJPEG binding: only the binding writes
     subsampled components (imagecodecs cannot). Reads the SIZ segment only (it follows SOC)."""
@@ -221,10 +227,7 @@ class Jpeg2000Codec:
             )
         if settings.chroma is not None:
             return bgrx_from_rgb(rgb_from_ycbcr(self._decode_subsampled(data, settings)))
-        try:
-            samples = imagecodecs.jpeg2k_decode(data, numthreads=1)
-        except Exception as exc:  # imagecodecs raises its own error types
-            raise Jpeg2000FormatError(f"OpenJPEG cannot decode it: {exc}") from None
+        samples = self._decode_full(data, settings)
         if samples.shape != (rows, cols, 3) or samples.dtype != np.uint8:
             raise Jpeg2000FormatError(f"decodes to {samples.shape} {samples.dtype}")
         rgb = rgb_from_ycbcr(samples) if settings.ycbcr else samples
@@ -250,8 +253,8 @@ class Jpeg2000Codec:
         return self._finish(self.rate.encode(encode_at, len(source)), settings)
 
     def _encode(self, samples: np.ndarray, settings: Jpeg2000Settings, level: float) -> bytes:
-        return bytes(
-            imagecodecs.jpeg2k_encode(
+        try:
+            encoded = imagecodecs.jpeg2k_encode(
                 samples,
                 # OpenJPEG takes the target PSNR as a float (imagecodecs passes it through to
                 # tcp_distoratio); the type stub's int is narrower than the function.
@@ -262,7 +265,31 @@ class Jpeg2000Codec:
                 resolutions=settings.resolutions,
                 numthreads=1,  # parallelism comes from the worker pool; threads cost more here
             )
-        )
+        except imagecodecs.Jpeg2kError as exc:
+            raise Jpeg2000FormatError(f"OpenJPEG cannot encode it: {exc}") from None
+        return bytes(encoded)
+
+    @staticmethod
+    def _decode_full(data: bytes, settings: Jpeg2000Settings) -> np.ndarray:
+        """(rows, cols, 3) samples of a codestream without subsampling.
+
+        Through svsicc's binding, which hears OpenJPEG's errors and warnings (imagecodecs
+        reports neither: "opj_decode failed" is all it says); through imagecodecs when the
+        binding is unavailable. Both run the same OpenJPEG and give the same samples.
+        """
+        try:
+            decoded = openjpeg.decode(data, (settings.header.width, settings.header.height))
+        except openjpeg.OpenJpegUnavailable:
+            try:
+                return imagecodecs.jpeg2k_decode(data, numthreads=1)
+            except (imagecodecs.Jpeg2kError, ValueError) as exc:
+                raise Jpeg2000FormatError(f"OpenJPEG cannot decode it: {exc}") from None
+        except openjpeg.OpenJpegError as exc:
+            raise Jpeg2000FormatError(exc.problem) from None
+        _check_damage(decoded)
+        if len(decoded.planes) != 3:
+            raise Jpeg2000FormatError(f"decodes to {len(decoded.planes)} components, not 3")
+        return np.dstack([np.clip(p, 0, 255).astype(np.uint8) for p in decoded.planes])
 
     @staticmethod
     def _decode_subsampled(data: bytes, settings: Jpeg2000Settings) -> np.ndarray:
@@ -273,7 +300,8 @@ class Jpeg2000Codec:
         except openjpeg.OpenJpegUnavailable as exc:
             raise _binding_unavailable(exc) from None
         except openjpeg.OpenJpegError as exc:
-            raise Jpeg2000FormatError(str(exc)) from None
+            raise Jpeg2000FormatError(exc.problem) from None
+        _check_damage(decoded)
         header = settings.header
         wanted = tuple((c.dx, c.dy) for c in header.components)
         if (decoded.width, decoded.height) != (header.width, header.height) or (

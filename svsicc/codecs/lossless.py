@@ -5,6 +5,7 @@ from __future__ import annotations
 import imagecodecs
 import numpy as np
 
+from ..exceptions import CodecError
 from .pixels import bgrx_from_rgb, rgb_from_layout
 
 COMPRESSION_NONE = 1
@@ -13,7 +14,7 @@ PREDICTOR_NONE = 1
 PREDICTOR_HORIZONTAL = 2
 
 
-class LosslessFormatError(ValueError):
+class LosslessFormatError(CodecError):
     """A segment whose size or stream does not match its geometry."""
 
 
@@ -33,7 +34,7 @@ class LosslessCodec:
         if self.compression == COMPRESSION_LZW:
             try:
                 data = bytes(imagecodecs.lzw_decode(data, out=expected))
-            except Exception as exc:  # imagecodecs raises its own error types
+            except (imagecodecs.LzwError, ValueError) as exc:
                 raise LosslessFormatError(f"LZW stream cannot be decoded: {exc}") from None
         if len(data) < expected:
             raise LosslessFormatError(f"holds {len(data)} bytes, expected {expected}")
@@ -48,5 +49,8 @@ class LosslessCodec:
             rgb = imagecodecs.delta_encode(rgb, axis=1)
         raw = np.ascontiguousarray(rgb).tobytes()
         if self.compression == COMPRESSION_LZW:
-            return bytes(imagecodecs.lzw_encode(raw))
+            try:
+                return bytes(imagecodecs.lzw_encode(raw))
+            except imagecodecs.LzwError as exc:
+                raise LosslessFormatError(f"LZW cannot encode it: {exc}") from None
         return raw

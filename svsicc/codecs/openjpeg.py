@@ -14,6 +14,7 @@ see a freed buffer. Errors OpenJPEG reports become :class:`OpenJpegError` with i
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 import itertools
 import threading
@@ -80,6 +81,7 @@ class _Call:
     data: bytearray = field(default_factory=bytearray)
     position: int = 0
     errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     # An exception raised in a callback (KeyboardInterrupt included). ctypes cannot raise it
     # through C and would hand OpenJPEG an undefined return value; the callback returns failure
     # instead and the exception is re-raised once OpenJPEG has returned.
@@ -123,6 +125,13 @@ def _on_error(message: bytes | None, user_data: int | None) -> None:
     call = _call(user_data)
     if call is not None and message:
         call.errors.append(message.decode("utf-8", "replace").strip())
+
+
+@_guarded(None)
+def _on_warning(message: bytes | None, user_data: int | None) -> None:
+    call = _call(user_data)
+    if call is not None and message:
+        call.warnings.append(message.decode("utf-8", "replace").strip())
 
 
 def _ignore(message: bytes | None, user_data: int | None) -> None:
@@ -180,6 +189,7 @@ def _seek(offset: int, user_data: int | None) -> int:
 # Module-level objects: ctypes keeps a callback alive only as long as its Python object.
 _ON_ERROR = MessageFn(_on_error)
 _IGNORE = MessageFn(_ignore)
+_ON_WARNING = MessageFn(_on_warning)
 _READ = ReadFn(_read)
 _WRITE = WriteFn(_write)
 _SKIP = SkipFn(_skip)
@@ -231,6 +241,9 @@ class Decoded:
     height: int
     planes: tuple[np.ndarray, ...]
     subsampling: tuple[tuple[int, int], ...]
+    # What OpenJPEG warned about while decoding: it decodes a truncated or damaged codestream
+    # as far as it can and only warns, so a caller that wants the whole image must look here.
+    warnings: tuple[str, ...] = ()
 
 
 def _check_planes(
@@ -397,7 +410,7 @@ def decode(data: bytes, expected: tuple[int, int] | None = None) -> Decoded:
         call.reraise()
         if not decoded:
             raise OpenJpegError(_explain("decode", call))
-        return _unpack(image.contents)
+        return dataclasses.replace(_unpack(image.contents), warnings=tuple(call.warnings))
     finally:
         if stream:
             lib.opj_stream_destroy(stream)
@@ -417,7 +430,7 @@ def _single_thread(lib: ctypes.CDLL, codec: int) -> None:
 
 def _handlers(lib: ctypes.CDLL, codec: int, key: int) -> None:
     lib.opj_set_error_handler(codec, _ON_ERROR, key)
-    lib.opj_set_warning_handler(codec, _IGNORE, None)
+    lib.opj_set_warning_handler(codec, _ON_WARNING, key)
     lib.opj_set_info_handler(codec, _IGNORE, None)
 
 

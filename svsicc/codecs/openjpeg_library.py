@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..exceptions import CodecError
+
 OPJ_PATH_LEN = 4096
 OPJ_J2K_MAXRLVLS = 33
 JPWL_MAX_NO_TILESPECS = 16
@@ -42,7 +44,7 @@ c_uint32 = ctypes.c_uint32
 c_int = ctypes.c_int
 
 
-class OpenJpegError(ValueError):
+class OpenJpegError(CodecError):
     """OpenJPEG refused the input or failed; the message carries OpenJPEG's own words."""
 
 
