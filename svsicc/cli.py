@@ -13,10 +13,15 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .exceptions import AlreadyAppliedError, SvsiccError, VerificationError
 from .output import INTERRUPTED
+from .plan import ConversionPlan
+
+if TYPE_CHECKING:
+    from .verify import VerifyResult
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -29,11 +34,24 @@ SUBCOMMAND_MODULES: tuple[str, ...] = ("bench", "migrate", "verify", "report")
 Handler = Callable[[argparse.Namespace], int]
 
 
-def add_colour_options(parser: argparse.ArgumentParser) -> None:
-    """--profile, --target and --intent, shared by apply and migrate."""
+def add_profile_options(parser: argparse.ArgumentParser) -> None:
+    """--profile and --fallback-profile: the policy of svsicc.plan, shared by every command."""
     parser.add_argument(
-        "--profile", metavar="ICC", help="source profile: overrides or supplies the embedded one"
+        "--profile",
+        metavar="ICC",
+        help="source profile for every slide: overrides an embedded one (said on stderr when "
+        "they differ)",
     )
+    parser.add_argument(
+        "--fallback-profile",
+        metavar="ICC",
+        help="source profile only for slides that embed none",
+    )
+
+
+def add_colour_options(parser: argparse.ArgumentParser) -> None:
+    """--profile, --fallback-profile, --target and --intent, shared by apply, migrate, bench."""
+    add_profile_options(parser)
     parser.add_argument(
         "--target", metavar="ICC", help="target profile (default: a compact ICC v2 sRGB)"
     )
@@ -91,15 +109,17 @@ def _run_apply(args: argparse.Namespace) -> int:
     output = args.input if args.in_place and args.output in (None, "-") else args.output
     bar = ProgressBar(f"svsicc {args.input}", enabled=False if args.quiet else None)
     check = None
+    verified: list[VerifyResult] = []
     if args.verify is not None:
         from .verify import verify_before_commit
 
-        check = verify_before_commit(args.verify)
+        check = verify_before_commit(args.verify, on_result=verified.append)
     try:
         result = apply(
             args.input,
             output,
             profile=args.profile,
+            fallback_profile=args.fallback_profile,
             target=args.target,
             intent=args.intent,
             in_place=args.in_place,
@@ -109,6 +129,7 @@ def _run_apply(args: argparse.Namespace) -> int:
             keep_bad_tiles=args.on_bad_tile == "keep",
             progress=bar,
             before_commit=check,
+            on_plan=lambda plan: _say_override(plan, args.input),
         )
     finally:
         bar.close()
@@ -129,7 +150,16 @@ def _run_apply(args: argparse.Namespace) -> int:
         )
         for bad in result.bad_segments:
             print(f"  kept undecodable IFD {bad.page} tile {bad.segment}: {bad.reason}")
+        for outcome in verified:
+            print(f"  {outcome.summary_line()}")
     return EXIT_OK
+
+
+def _say_override(plan: ConversionPlan, path: str) -> None:
+    """--profile replacing an embedded profile is said before the work starts, on stderr."""
+    notice = plan.override_notice(path)
+    if notice is not None:
+        print(notice, file=sys.stderr, flush=True)
 
 
 def _register_info(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

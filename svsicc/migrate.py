@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__, tiff
-from .apply import IDENTITY_TOLERANCE, ApplyResult, apply, find_embedded_profile
+from .apply import IDENTITY_TOLERANCE, ApplyResult, apply
 from .colour import ColourTable, IccProfile, Intent, default_target
 from .engine import PageJob, SegmentProcessor, SegmentTask, default_workers
 from .exceptions import OutputError, ProfileError, SvsiccError, TiffFormatError
@@ -77,6 +77,7 @@ from .journal import (
 )
 from .marking import applied_record
 from .output import TEMP_SUFFIX, TempOutput, output_error, remove_stale_temps, temp_name
+from .plan import find_embedded_profile
 from .slide import Page, Role, Slide, read_slide
 
 LOCK_NAME = ".svsicc-migrate.lock"

@@ -501,3 +501,67 @@ def _blocks(height: int, width: int, b: int) -> Iterator[tuple[int, int]]:
     for y in range(0, height, b):
         for x in range(0, width, b):
             yield y, x
+
+
+# --------------------------------------------------------------------------- ICC profiles
+
+# sRGB's primaries adapted to D50 (the ICC PCS), as in every sRGB v2 profile's rXYZ/gXYZ/bXYZ.
+_SRGB_D50_COLUMNS = ((0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), (0.1431, 0.0606, 0.7141))
+_D50 = (0.9642, 1.0, 0.8249)
+
+
+def _s15fixed16(values: Sequence[float]) -> bytes:
+    return b"".join(struct.pack(">i", round(v * 65536)) for v in values)
+
+
+def _tag_padded(data: bytes) -> bytes:
+    return data + b"\0" * (-len(data) % 4)
+
+
+def matrix_trc_profile(
+    description: str = "Linear sRGB (gamma 1.0, test)", gamma: float = 1.0
+) -> bytes:
+    """An ICC v2 RGB display profile, matrix/TRC, written byte by byte: sRGB primaries and
+    white (D50-adapted), the same pure-gamma tone curve on R, G and B. With ``gamma=1.0`` the
+    pixels are linear light, a strong transform like a real AT2 scanner profile: mid-grey 128
+    becomes about 188 in sRGB."""
+    desc_ascii = description.encode("ascii") + b"\0"
+    desc = (
+        b"desc\0\0\0\0"
+        + struct.pack(">I", len(desc_ascii))
+        + desc_ascii
+        + b"\0" * 8  # Unicode: language code, count 0
+        + b"\0" * 70  # ScriptCode: code, count, 67 bytes
+    )
+    curve = b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256)) + b"\0\0"
+    tags: list[tuple[bytes, bytes]] = [
+        (b"desc", desc),
+        (b"wtpt", b"XYZ \0\0\0\0" + _s15fixed16(_D50)),
+        (b"cprt", b"text\0\0\0\0" + b"No copyright, test data\0"),
+    ]
+    for name, column in zip((b"rXYZ", b"gXYZ", b"bXYZ"), _SRGB_D50_COLUMNS, strict=True):
+        tags.append((name, b"XYZ \0\0\0\0" + _s15fixed16(column)))
+    tags += [(b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve)]
+    offset = 128 + 4 + 12 * len(tags)
+    table, body = struct.pack(">I", len(tags)), b""
+    for name, data in tags:
+        table += name + struct.pack(">II", offset + len(body), len(data))
+        body += _tag_padded(data)
+    size = offset + len(body)
+    header = (
+        struct.pack(">I", size)
+        + b"none"  # preferred CMM
+        + bytes([2, 0x40, 0, 0])  # version 2.4
+        + b"mntrRGB XYZ "
+        + struct.pack(">6H", 2026, 1, 1, 0, 0, 0)
+        + b"acsp"
+        + b"\0" * 4  # platform
+        + b"\0" * 4  # flags
+        + b"\0" * 8  # manufacturer, model
+        + b"\0" * 8  # attributes
+        + struct.pack(">I", 0)  # rendering intent: perceptual
+        + _s15fixed16(_D50)  # PCS illuminant
+        + b"\0" * 4  # creator
+    )
+    header += b"\0" * (128 - len(header))
+    return header + table + body
