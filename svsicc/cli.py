@@ -49,6 +49,19 @@ def add_profile_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_verify_option(parser: argparse.ArgumentParser, on_failure: str) -> None:
+    """--verify [N], shared by apply and migrate."""
+    parser.add_argument(
+        "--verify",
+        nargs="?",
+        const=64,
+        type=int,
+        metavar="N",
+        help="verify the copy against its original (N random tiles per level, default 64) "
+        f"before it is renamed into place; {on_failure}",
+    )
+
+
 def add_colour_options(parser: argparse.ArgumentParser) -> None:
     """--profile, --fallback-profile, --target and --intent, shared by apply, migrate, bench."""
     add_profile_options(parser)
@@ -88,15 +101,7 @@ def _register_apply(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default="fail",
         help="what to do with a tile that cannot be decoded (default: fail the slide)",
     )
-    p.add_argument(
-        "--verify",
-        nargs="?",
-        const=64,
-        type=int,
-        metavar="N",
-        help="verify the copy against the original (N random tiles per level, default 64) "
-        "before it is renamed into place; a copy that fails is not kept (exit 1)",
-    )
+    add_verify_option(p, "a copy that fails is not kept (exit 1)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
     p.set_defaults(handler=_run_apply)

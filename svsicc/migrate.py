@@ -1416,7 +1416,7 @@ def format_plan(plan: MigrationPlan) -> str:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from .cli import add_colour_options
+    from .cli import add_colour_options, add_verify_option
 
     p = sub.add_parser(
         "migrate",
@@ -1461,15 +1461,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="tcp://HOST:PORT",
         help="run the slides on this Dask cluster (its workers must see the same paths)",
     )
-    p.add_argument(
-        "--verify",
-        nargs="?",
-        const=64,
-        type=int,
-        metavar="N",
-        help="verify each copy against its original (N random tiles per level, default 64) "
-        "before it is renamed into place; a copy that fails is not kept (status failed)",
-    )
+    add_verify_option(p, "a copy that fails is not kept (status failed)")
     p.add_argument("--json", action="store_true", help="print the plan or the report as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress line, no summary table")
     p.set_defaults(handler=_run)
