@@ -19,6 +19,7 @@ from pathlib import Path
 from . import __version__, tiff
 from .colour import ColourTable, IccProfile, Intent
 from .engine import (
+    COMPRESSION_JP2K_YCBCR,
     SUPPORTED_COMPRESSIONS,
     BadSegment,
     Encoded,
@@ -35,6 +36,7 @@ from .exceptions import (
     TiffFormatError,
     UnsupportedLayoutError,
 )
+from .formats import refuse_unless_aperio
 from .marking import applied_record, mark_applied, rename_profile
 from .output import INTERRUPTED, TempOutput, bigtiff_twin, copy_ranges, gaps, output_error
 from .plan import ConversionPlan, ProfileChoice, ProfileSource
@@ -58,6 +60,7 @@ class PageResult:
     kept_bad: int
     bytes_before: int
     bytes_after: int
+    layout: str = "tiled"  # or "stripped": what the segments are
 
     def to_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -136,13 +139,61 @@ def apply(
     before_commit: Callable[[Path, ApplyResult], None] | None = None,
     on_plan: Callable[[ConversionPlan], None] | None = None,
 ) -> ApplyResult:
-    """Convert every pyramid level and the thumbnail of ``source`` to ``target`` (sRGB).
+    """Write ``output``: ``source`` with every pyramid level and the thumbnail converted from
+    its ICC profile to ``target`` (default: a compact sRGB), every other byte kept, and marked.
 
-    ``profile`` overrides (or supplies) the source profile, ``fallback_profile`` is used only
-    when the slide embeds none (:mod:`svsicc.plan`); ``intent`` defaults to the source
-    profile's own. ``on_plan`` sees the conversion plan before any work (the command line says
-    there when --profile replaces an embedded profile). ``before_commit`` sees the finished
-    temporary file and may raise to abort.
+    Writes ``output`` through a temporary file beside it (``.OUTPUT.PID.svsicc-tmp``) that is
+    renamed into place only when complete; after any error neither ``output`` nor a temporary
+    file remains. ``source`` is only ever opened read-only.
+
+    Args:
+        source: an Aperio SVS (or Aperio-described .tif). Other formats are refused by content.
+        output: the copy to write. Equal to ``source`` only with ``in_place``.
+        profile: the source profile (path, bytes or :class:`IccProfile`); overrides the
+            embedded one (``ApplyResult.replaced_profile`` names it when they differ).
+        fallback_profile: the source profile only when the slide embeds none
+            (:mod:`svsicc.plan`).
+        target: the target profile; default a compact ICC v2 sRGB.
+        intent: ``Intent`` or its name; default the source profile's own (perceptual for
+            ScanScope v1).
+        in_place: replace ``source`` (``output`` must then be ``source`` itself).
+        overwrite: replace an existing ``output``.
+        workers: processes that decode, convert and encode segments; None for all cores
+            (:func:`svsicc.engine.default_workers`); values below 1 count as 1. With 1 (or an
+            identity copy) no process is started.
+        include_associated: also convert the label and macro images.
+        keep_bad_tiles: keep the original bytes of a segment that cannot be decoded (listed in
+            ``ApplyResult.bad_segments``) instead of failing.
+        progress: called as ``progress(done, total)`` (segments) from the calling thread after
+            each segment is written, e.g. :class:`svsicc.progress.ProgressBar`.
+        on_plan: called with the :class:`~svsicc.plan.ConversionPlan` before any work (the
+            command line says there when --profile replaces an embedded profile).
+        pool: a :class:`WorkerPool` to reuse across calls (``workers`` is then ignored and the
+            pool is left open); by default apply starts and closes its own.
+        before_commit: called as ``before_commit(temp_path, result)`` with the finished, flushed
+            temporary file before it is renamed into place (``result.seconds`` is 0 there); may
+            raise to abort, leaving nothing (``apply --verify`` runs
+            :func:`svsicc.verify.verify_before_commit` here).
+
+    Returns:
+        :class:`ApplyResult`: profiles, intent, whether the copy is an identity copy (no pixel
+        changed, only marked), per-page counts and bytes (:class:`PageResult`), input and output
+        sizes, seconds, workers used and any kept bad segments.
+
+    Raises:
+        TiffFormatError: missing, unreadable, truncated or corrupt input.
+        UnsupportedLayoutError: not an Aperio slide (the format is named), or a compression or
+            sample layout svsicc does not convert.
+        ProfileError: no profile to use, or an unreadable or non-RGB one.
+        AlreadyAppliedError: the slide already carries svsicc's applied record.
+        OutputError: OUTPUT is INPUT without ``in_place``, exists without ``overwrite``, is a
+            folder or in a missing folder, or the disk is full or not writable.
+        TileDecodeError: a segment cannot be decoded (unless ``keep_bad_tiles``).
+        VerificationError: raised by a ``before_commit`` check such as apply --verify.
+        KeyboardInterrupt: on Ctrl-C or SIGTERM (via the command line); nothing is left.
+
+    All but the last derive from :class:`SvsiccError` and carry ``path``, ``ifd``, ``tile``,
+    ``problem`` and ``hint``.
     """
     started = time.perf_counter()
     src = Path(source)
@@ -150,6 +201,7 @@ def apply(
     _check_paths(src, dst, in_place, overwrite)
     choice = ProfileChoice.load(profile, fallback_profile, target, intent)
     with tiff.TiffReader(src) as reader:
+        refuse_unless_aperio(reader)
         slide = read_slide(reader)
         refuse_unless_applicable(src, slide)
         plan = choice.plan(slide)
@@ -236,20 +288,28 @@ def refuse_unless_applicable(src: Path, slide: Slide) -> None:
 
 def _check_paths(src: Path, dst: Path, in_place: bool, overwrite: bool) -> None:
     if not src.exists():
+        if dst.is_file() and not in_place:
+            # The usual cause: the two paths swapped. Say which comes first.
+            raise TiffFormatError(
+                src,
+                "no such file",
+                hint=f"INPUT comes first: svsicc apply INPUT OUTPUT; {dst} exists and would be "
+                "the INPUT",
+            )
         raise TiffFormatError(src, "no such file")
     same = dst.exists() and os.path.samefile(src, dst)
     if in_place:
         if not same:
-            raise OutputError(dst, "--in-place needs OUTPUT to be the input file itself")
+            raise OutputError(dst, "{in_place} needs {output} to be the input file itself")
         return
     if same:
         raise OutputError(
-            dst, "OUTPUT is the input file", hint="choose another OUTPUT, or pass --in-place"
+            dst, "{output} is the input file", hint="choose another {output}, or pass {in_place}"
         )
     if dst.is_dir():
-        raise OutputError(dst, "OUTPUT is a directory; give a file name")
+        raise OutputError(dst, "{output} is a directory; give a file name")
     if dst.exists() and not overwrite:
-        raise OutputError(dst, "OUTPUT exists", hint="pass --overwrite to replace it")
+        raise OutputError(dst, "{output} exists", hint="pass {overwrite} to replace it")
     if not dst.parent.is_dir():
         raise OutputError(dst, "the output folder does not exist")
 
@@ -398,6 +458,10 @@ def _write_copy(
     new_counts = {p.index: list(p.byte_counts) for p in rewrite}
     rewritten = dict.fromkeys(new_offsets, 0)
     bad: list[BadSegment] = []
+    # Pages whose tiles svsicc's OpenJPEG binding may encode (subsampled 33003): the mark
+    # names that library's version once an output tile shows it was used.
+    binding_pages = {p.index for p in rewrite if p.compression == COMPRESSION_JP2K_YCBCR}
+    binding_used = False
     jobs = tuple(PageJob.for_page(p) for p in rewrite)
     table_file = _table_file_for_workers(table, pool)
     try:
@@ -415,6 +479,8 @@ def _write_copy(
                     data = reader.read(task.offset, task.count, "segment", ifd=task.page)
                 else:
                     data = result
+                    if task.page in binding_pages and not binding_used:
+                        binding_used = _encoded_by_binding(data)
                 offset = placement.place(task.offset, data)
                 for page_index, segment in receivers[(task.offset, task.count)]:
                     new_offsets[page_index][segment] = offset
@@ -430,7 +496,7 @@ def _write_copy(
     for page in rewrite:
         _patch_ints(patcher, page.ifd.entries[page.offsets_tag], new_offsets[page.index])
         _patch_ints(patcher, page.ifd.entries[page.byte_counts_tag], new_counts[page.index])
-    _mark(reader, slide, rewrite, patcher, marks)
+    _mark(reader, slide, rewrite, patcher, marks, _binding_version() if binding_used else None)
     bad_by_page = {p.index: sum(1 for b in bad if b.page == p.index) for p in rewrite}
     results = tuple(
         PageResult(
@@ -443,6 +509,7 @@ def _write_copy(
             kept_bad=bad_by_page.get(p.index, 0),
             bytes_before=sum(p.byte_counts),
             bytes_after=sum(new_counts[p.index]),
+            layout=p.kind,
         )
         for p in rewrite
     )
@@ -491,12 +558,25 @@ def _patch_ints(patcher: tiff.TiffPatcher, entry: tiff.TiffEntry, values: list[i
     patcher.overwrite(entry, type_, len(values), data)
 
 
+def _encoded_by_binding(stream: Encoded) -> bool:
+    from .codecs.jpeg2k import encoded_by_binding
+
+    return encoded_by_binding(stream)
+
+
+def _binding_version() -> str:
+    from .codecs import openjpeg
+
+    return f"OpenJPEG {openjpeg.version()}"
+
+
 def _mark(
     reader: tiff.TiffReader,
     slide: Slide,
     rewrite: list[Page],
     patcher: tiff.TiffPatcher,
     marks: _Marks,
+    library: str | None,
 ) -> None:
     target = marks.target
     rewritten = {p.index for p in rewrite}
@@ -513,16 +593,33 @@ def _mark(
             len(target.data),
             target.data,
         )
-    carrier_indexes = {p.index for p in carriers} | rewritten
+    # Pages whose pixels are now in the target space (all levels and the thumbnail in identity
+    # mode, though none is rewritten).
+    converted = rewritten | (
+        {p.index for p in slide.pages if p.role in (Role.LEVEL, Role.THUMBNAIL)}
+        if marks.identity
+        else set()
+    )
     for page in slide.pages:
-        if page.description is None or page.index not in carrier_indexes | {0}:
+        if page.description is None or page.index not in converted | {0}:
             continue
         if page.index == 0:
             text = mark_applied(
-                page.description, marks.source, target, marks.intent, marks.identity, __version__
+                page.description,
+                marks.source,
+                target,
+                marks.intent,
+                marks.identity,
+                __version__,
+                library=library,
             )
         else:
-            text = rename_profile(page.description, target, add_if_missing=False)
+            # OpenSlide 4.0.1 gives an associated image (thumbnail, label, macro) IFD 0's profile
+            # only when its description's "ICC Profile" names the same profile as IFD 0's: a
+            # converted one must name the target, a key added if it had none.
+            text = rename_profile(
+                page.description, target, add_if_missing=page.role is not Role.LEVEL
+            )
         if text != page.description:
             data = text.encode("latin-1", "replace") + b"\x00"
             entry = page.ifd.entries[tiff.TAG_IMAGE_DESCRIPTION]

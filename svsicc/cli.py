@@ -13,14 +13,18 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn, cast
 
 from . import __version__
-from .exceptions import AlreadyAppliedError, SvsiccError, VerificationError
+from .exceptions import AlreadyAppliedError, Audience, SvsiccError, VerificationError
 from .output import INTERRUPTED
 from .plan import ConversionPlan
 
 if TYPE_CHECKING:
+    from .verify import VerifyResult
+
+if TYPE_CHECKING:
+    from .apply import ApplyResult
     from .verify import VerifyResult
 
 EXIT_OK = 0
@@ -32,6 +36,44 @@ EXIT_ALREADY_APPLIED = 3
 SUBCOMMAND_MODULES: tuple[str, ...] = ("bench", "migrate", "verify", "report")
 
 Handler = Callable[[argparse.Namespace], int]
+
+APPLY_USAGE = "svsicc apply INPUT OUTPUT [options]"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with svsicc's error style: one line on stderr, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        usage = " ".join((self.usage or self.format_usage().removeprefix("usage: ")).split())
+        usage = usage.replace("%(prog)s", self.prog)
+        # A generated usage of a many-option command wraps over lines: point at --help instead.
+        shown = usage if len(usage) <= 100 else f"see {self.prog} --help"
+        where = self.prog.removeprefix("svsicc").strip()
+        self.exit(
+            EXIT_ERROR, f"svsicc: {where + ': ' if where else ''}{message} (usage: {shown})\n"
+        )
+
+
+def at_least_one(what: str = "") -> Callable[[str], int]:
+    """An argparse type for a count that must be a whole number >= 1 (--workers, --verify N)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{what}must be a whole number, not {text!r}"
+            ) from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{what}must be at least 1, not {value}")
+        return value
+
+    return parse
+
+
+def add_workers_option(parser: argparse.ArgumentParser, help: str) -> None:
+    """--workers N, validated alike by every subcommand that has it."""
+    parser.add_argument("--workers", type=at_least_one(), default=None, metavar="N", help=help)
 
 
 def add_profile_options(parser: argparse.ArgumentParser) -> None:
@@ -55,7 +97,7 @@ def add_verify_option(parser: argparse.ArgumentParser, on_failure: str) -> None:
         "--verify",
         nargs="?",
         const=64,
-        type=int,
+        type=at_least_one("N (tiles per level) "),
         metavar="N",
         help="verify the copy against its original (N random tiles per level, default 64) "
         f"before it is renamed into place; {on_failure}",
@@ -78,18 +120,26 @@ def add_colour_options(parser: argparse.ArgumentParser) -> None:
 def _register_apply(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "apply",
+        usage=APPLY_USAGE,
         help="write a copy of a slide with its ICC profile baked into the pixels",
         description="Convert every pyramid level and the thumbnail from the slide's ICC "
         "profile to sRGB, keeping every other byte, and mark the copy as applied.",
     )
-    p.add_argument("input", help="the slide (.svs / .tif); opened read-only")
-    p.add_argument("output", help="the copy to write")
+    p.add_argument("input", metavar="INPUT", help="the slide (.svs / .tif); opened read-only")
+    p.add_argument(
+        "output",
+        metavar="OUTPUT",
+        nargs="?",
+        help="the copy to write (omit it with --in-place)",
+    )
     add_colour_options(p)
     p.add_argument(
-        "--in-place", action="store_true", help="replace INPUT (through a temporary file)"
+        "--in-place",
+        action="store_true",
+        help="replace INPUT (through a temporary file); OUTPUT, if given, must be INPUT itself",
     )
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    add_workers_option(p, "processes (default: all cores)")
     p.add_argument(
         "--include-associated",
         action="store_true",
@@ -111,6 +161,12 @@ def _run_apply(args: argparse.Namespace) -> int:
     from .apply import apply
     from .progress import ProgressBar
 
+    if args.output is None and not args.in_place:
+        raise SvsiccError(
+            args.input,
+            "OUTPUT is missing",
+            hint=f"usage: {APPLY_USAGE}, or svsicc apply INPUT --in-place to replace INPUT",
+        )
     output = args.input if args.in_place and args.output in (None, "-") else args.output
     bar = ProgressBar(f"svsicc {args.input}", enabled=False if args.quiet else None)
     check = None
@@ -139,14 +195,16 @@ def _run_apply(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        payload = result.to_dict()
+        if verified:
+            payload["verification"] = verified[0].to_dict()
+        print(json.dumps(payload, indent=2))
     elif not args.quiet:
         what = (
             "identity: no pixel changed, copy marked"
             if result.identity
-            else f"{result.segments_rewritten} segments rewritten "
-            f"({result.segments_per_second:,.0f}/s, {result.workers} "
-            f"worker{'s' if result.workers > 1 else ''})"
+            else f"{_rewritten(result)} rewritten "
+            f"({result.segments_per_second:,.0f}/s, {_plural(result.workers, 'worker')})"
         )
         print(
             f"{result.output}: {result.profile.description!r} -> {result.target.description!r} "
@@ -155,9 +213,37 @@ def _run_apply(args: argparse.Namespace) -> int:
         )
         for bad in result.bad_segments:
             print(f"  kept undecodable IFD {bad.page} tile {bad.segment}: {bad.reason}")
-        for outcome in verified:
-            print(f"  {outcome.summary_line()}")
+        if verified:
+            print(f"  {_verification_line(verified[0])}")
     return EXIT_OK
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def _rewritten(result: ApplyResult) -> str:
+    """'178 tiles', '1 tile and 12 strips': what a user calls the pieces of an image."""
+    tiles = sum(p.rewritten for p in result.pages if p.layout == "tiled")
+    strips = result.segments_rewritten - tiles
+    parts = [_plural(tiles, "tile")] if tiles or not strips else []
+    parts += [_plural(strips, "strip")] if strips else []
+    return " and ".join(parts)
+
+
+def _verification_line(outcome: VerifyResult) -> str:
+    """One line saying what a passing ``apply --verify`` checked."""
+    head = (
+        f"verification passed: same TIFF structure ({_plural(outcome.ifds, 'IFD')}), "
+        "label and macro untouched"
+    )
+    if outcome.identity:
+        return f"{head}, every tile byte-identical to the original"
+    checked = sum(p.segments_checked for p in outcome.pages)
+    return (
+        f"{head}, every tile readable; {checked:,} tiles and strips within the floor of "
+        f"LittleCMS applied to the original and re-encoded once ({outcome.closest_to_floor()})"
+    )
 
 
 def _say_override(plan: ConversionPlan, path: str) -> None:
@@ -168,25 +254,29 @@ def _say_override(plan: ConversionPlan, path: str) -> None:
 
 
 def _register_info(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("info", help="show a slide's profile, whether it was applied, its IFDs")
+    p = sub.add_parser(
+        "info",
+        help="show a slide's profile, whether it was applied, its IFDs; any other TIFF's "
+        "format, pages and profile, and why svsicc cannot convert it",
+    )
     p.add_argument("input")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=_run_info)
 
 
 def _run_info(args: argparse.Namespace) -> int:
-    from .info import format_info, slide_info
+    from .info import SlideInfo, describe, format_info
 
-    info = slide_info(args.input)
+    info = describe(args.input)
     if args.json:
         print(json.dumps(info.to_dict(), indent=2))
     else:
-        print(format_info(info))
+        print(format_info(info) if isinstance(info, SlideInfo) else info.format_text())
     return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="svsicc",
         description="Bake a whole-slide scanner's ICC profile into the pixels of Aperio SVS files.",
     )
@@ -194,11 +284,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--debug", action="store_true", help="show a traceback for unexpected errors"
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # Subcommands are _Parser too (argparse's default: the parent's class); typed as the base
+    # class the subcommand modules' register() functions take.
+    sub = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        parser.add_subparsers(dest="command", required=True, metavar="COMMAND"),
+    )
     _register_apply(sub)
     _register_info(sub)
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(f"svsicc.{name}").register(sub)
+    for subparser in sub.choices.values():
+        # "rerun with --debug" is read as "add --debug": accept it after the subcommand too.
+        # SUPPRESS keeps the top-level value when the subcommand does not see the option.
+        subparser.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
     return parser
 
 
@@ -209,9 +310,21 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """parse_args, but an unknown option is reported with its subcommand's usage."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        chosen: argparse.ArgumentParser = parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                chosen = action.choices.get(str(getattr(args, "command", "")), parser)
+        chosen.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     signal.signal(signal.SIGTERM, _interrupt)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _interrupt)  # an inherited SIG_IGN is respected
@@ -219,13 +332,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except AlreadyAppliedError as exc:
-        print(f"svsicc: {exc.one_line()}", file=sys.stderr)
+        print(f"svsicc: {exc.one_line(Audience.CLI)}", file=sys.stderr)
         return EXIT_ALREADY_APPLIED
     except VerificationError as exc:
-        print(f"svsicc: {exc.one_line()}", file=sys.stderr)
+        print(f"svsicc: {exc.one_line(Audience.CLI)}", file=sys.stderr)
         return EXIT_FAILED
     except SvsiccError as exc:
-        print(f"svsicc: {exc.one_line()}", file=sys.stderr)
+        print(f"svsicc: {exc.one_line(Audience.CLI)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("svsicc: interrupted; no output was left behind", file=sys.stderr)

@@ -2,15 +2,77 @@
 
 Errors carry the file (and IFD / tile where it applies) as data, and render as one line that
 names the file and says what is wrong, so the command line can print them without a traceback.
+
+A problem or hint that names an option writes it as a reference, ``{overwrite}``, rendered per
+audience (:class:`Audience`): ``str(error)`` and ``one_line()`` speak to Python callers ("pass
+overwrite=True to replace it"), ``one_line(Audience.CLI)`` to the command line ("pass
+--overwrite to replace it"). :data:`OPTIONS` holds both spellings of every option referred to.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 
+class Audience(Enum):
+    """Who reads an error: options are spelt as keyword arguments or as command-line words."""
+
+    PYTHON = "python"
+    CLI = "cli"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option or argument as a Python caller and as a command-line user spell it."""
+
+    python: str
+    cli: str
+
+    def spelt_for(self, audience: Audience) -> str:
+        return self.python if audience is Audience.PYTHON else self.cli
+
+
+OPTIONS: dict[str, Option] = {
+    "overwrite": Option("overwrite=True", "--overwrite"),
+    "in_place": Option("in_place=True", "--in-place"),
+    "profile": Option("profile=<ICC file>", "--profile FILE"),
+    "fallback_profile": Option("fallback_profile=<ICC file>", "--fallback-profile FILE"),
+    "output": Option("output", "OUTPUT"),
+    "original": Option("original", "ORIGINAL"),
+    "sample": Option("sample", "--sample"),
+    "region_size": Option("region_size", "--region-size"),
+    "scheduler": Option("scheduler", "--scheduler"),
+    "workers": Option("workers", "--workers"),
+    "source_dir": Option("source_dir", "SRC_DIR"),
+    "destination_dir": Option("destination_dir", "DST_DIR"),
+    "verify_call": Option("svsicc.verify()", "svsicc verify"),
+    "apply_verify": Option("a before_commit check", "--verify"),
+}
+
+# Only names in OPTIONS are replaced: any other brace (a file name, a quoted value) stays.
+_REFERENCE = re.compile(r"\{([a-z_]+)\}")
+
+
+def render(text: str, audience: Audience = Audience.PYTHON) -> str:
+    """``text`` with every ``{option}`` reference spelt for ``audience``."""
+
+    def spelt(match: re.Match[str]) -> str:
+        option = OPTIONS.get(match.group(1))
+        return match.group(0) if option is None else option.spelt_for(audience)
+
+    return _REFERENCE.sub(spelt, text)
+
+
 class SvsiccError(Exception):
-    """Base class: a problem with a file or a request, described in one line."""
+    """Base class: a problem with a file or a request, described in one line.
+
+    ``path``, ``ifd``, ``tile``, ``problem`` and ``hint`` are data; ``problem`` and ``hint``
+    may hold ``{option}`` references (see the module docstring), which ``str(error)`` renders
+    for Python callers.
+    """
 
     def __init__(
         self,
@@ -32,7 +94,8 @@ class SvsiccError(Exception):
         # Errors cross process boundaries (worker pool, Dask); keep their data.
         return (_rebuild, (type(self), self.path, self.problem, self.ifd, self.tile, self.hint))
 
-    def one_line(self) -> str:
+    def one_line(self, audience: Audience = Audience.PYTHON) -> str:
+        """File, IFD, tile, problem and hint on one line, options spelt for ``audience``."""
         where = []
         if self.path is not None:
             where.append(str(self.path))
@@ -40,9 +103,10 @@ class SvsiccError(Exception):
             where.append(f"IFD {self.ifd}")
         if self.tile is not None:
             where.append(f"tile {self.tile}")
-        text = ": ".join([", ".join(where), self.problem]) if where else self.problem
+        problem = render(self.problem, audience)
+        text = ": ".join([", ".join(where), problem]) if where else problem
         if self.hint:
-            text += f" ({self.hint})"
+            text += f" ({render(self.hint, audience)})"
         return text.replace("\n", " ")
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from . import tiff
 from .colour import IccProfile
-from .exceptions import ProfileError
+from .exceptions import ProfileError, SvsiccError
+from .formats import APERIO, TiffSummary, guess_format, summarise_tiff
 from .marking import AppliedRecord, applied_record, properties
 from .slide import Page, Slide, read_slide
 
@@ -28,6 +29,8 @@ class SlideInfo:
         return {
             "path": str(self.path),
             "format": "BigTIFF" if self.bigtiff else "TIFF",
+            "wsi_format": APERIO,
+            "convertible": True,
             "file_size": self.file_size,
             "profile": None
             if self.profile is None
@@ -57,8 +60,31 @@ def _page_dict(page: Page) -> dict[str, object]:
 
 
 def slide_info(path: str | Path) -> SlideInfo:
+    """What ``path`` holds: format, size, the embedded profile and where, the applied record
+    (``ICC Profile Applied*`` keys) if svsicc made it, and every IFD. Only reads the file.
+
+    Returns:
+        A :class:`SlideInfo`; an embedded profile that cannot be parsed is ``profile`` None
+        with ``profile_error`` saying why, not an exception.
+
+    Raises:
+        TiffFormatError: ``path`` is missing or not a sound TIFF.
+    """
     with tiff.TiffReader(path) as reader:
         slide = read_slide(reader)
+    return info_from_slide(slide)
+
+
+def describe(path: str | Path) -> SlideInfo | TiffSummary:
+    """``svsicc info``: an Aperio slide in full, any other TIFF as a summary saying why svsicc
+    cannot convert it (an Aperio file svsicc refuses included, with the reason)."""
+    with tiff.TiffReader(path) as reader:
+        if guess_format(reader).name != APERIO:
+            return summarise_tiff(reader)
+        try:
+            slide = read_slide(reader)
+        except SvsiccError as exc:
+            return summarise_tiff(reader, why_not=exc.one_line().removeprefix(f"{reader.path}: "))
     return info_from_slide(slide)
 
 

@@ -98,7 +98,13 @@ def mark_applied(
     intent: Intent,
     identity: bool,
     version: str,
+    library: str | None = None,
 ) -> str:
+    """The description with the profile renamed and the ``ICC Profile Applied*`` record added.
+    ``library`` names a codec library that encoded tiles apart from imagecodecs (svsicc's
+    OpenJPEG binding: "OpenJPEG 2.5.4"); the By key then reads "svsicc 0.1.0 with OpenJPEG
+    2.5.4"."""
+    by = f"svsicc {version}" + (f" with {library}" if library else "")
     text = rename_profile(description, target, add_if_missing=True)
     record = [
         (KEY_APPLIED, _clean(source.description)),
@@ -106,6 +112,6 @@ def mark_applied(
         (KEY_APPLIED_INTENT, intent.label),
         (KEY_APPLIED_TARGET, _clean(target.description)),
         (KEY_APPLIED_MODE, "identity (pixels unchanged)" if identity else "transformed"),
-        (KEY_APPLIED_BY, f"svsicc {version}"),
+        (KEY_APPLIED_BY, _clean(by)),
     ]
     return text + "".join(f"|{k} = {v}" for k, v in record)

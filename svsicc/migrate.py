@@ -43,6 +43,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sys
 import threading
 import time
@@ -83,6 +84,11 @@ from .slide import Page, Role, Slide, read_slide
 from .verify import verify_before_commit
 
 LOCK_NAME = ".svsicc-migrate.lock"
+# Exit codes besides 0 (all converted, or nothing needed converting) and 2 (a bad request):
+# 1 when any slide failed in this run; else 4 when any slide found is still unconverted for
+# lack of a profile (a pipeline must not take "skipped: no profile" for "converted").
+EXIT_FAILED = 1
+EXIT_LEFT_WITHOUT_PROFILE = 4
 SUMMARY_CSV = "summary.csv"
 SUMMARY_JSON = "summary.json"
 SLIDE_SUFFIXES = (".svs",)
@@ -201,19 +207,21 @@ def _load_colours(options: MigrateOptions) -> _Colours:
 def _check_dirs(options: MigrateOptions) -> tuple[Path, Path]:
     src, dst = options.source_dir, options.destination_dir
     if not src.is_dir():
-        raise SvsiccError(src, "SRC_DIR is not a folder" if src.exists() else "no such folder")
+        raise SvsiccError(src, "{source_dir} is not a folder" if src.exists() else "no such folder")
     if dst.exists() and not dst.is_dir():
-        raise OutputError(dst, "DST_DIR exists and is not a folder")
+        raise OutputError(dst, "{destination_dir} exists and is not a folder")
     real_src, real_dst = src.resolve(), dst.resolve()
     if real_src == real_dst:
         raise OutputError(
-            dst, "DST_DIR is SRC_DIR", hint="migrate writes copies: choose another DST"
+            dst,
+            "{destination_dir} is {source_dir}",
+            hint="migrate writes copies: choose another {destination_dir}",
         )
     if real_src.is_relative_to(real_dst):
         raise OutputError(
             dst,
-            "SRC_DIR lies inside DST_DIR; copies could land on originals",
-            hint="choose a DST_DIR outside SRC_DIR",
+            "{source_dir} lies inside {destination_dir}; copies could land on originals",
+            hint="choose a {destination_dir} outside {source_dir}",
         )
     return real_src, real_dst
 
@@ -559,7 +567,7 @@ class DaskBackend(_Backend):
             # Typed as Any: distributed ships no annotations mypy can use.
             distributed: Any = importlib.import_module("distributed")
         except ImportError:
-            raise SvsiccError(None, "--scheduler needs Dask: pip install 'svsicc[dask]'") from None
+            raise SvsiccError(None, "{scheduler} needs Dask: pip install 'svsicc[dask]'") from None
         try:
             self._client: Any = distributed.Client(address, timeout="15s", set_as_default=False)
         except (OSError, TimeoutError, ValueError) as exc:
@@ -695,7 +703,8 @@ class MigrationLock:
                 hint="wait for it to finish; the lock is released when that process ends",
             ) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {this_process()} since {utc_now()}\n".encode(), 0)
+        holder = f"held by pid {os.getpid()} on host {socket.gethostname()} since {utc_now()}"
+        os.pwrite(fd, f"{holder}\n".encode(), 0)
         self._fd = fd
         return self
 
@@ -797,6 +806,8 @@ class MigrationReport:
     records: tuple[SlideRecord, ...]  # the journal's every row after the run
     stale_temps_removed: int
     redone: tuple[tuple[str, str], ...] = ()  # (path, why) of slides redone as choices changed
+    # Slides found by this run whose journal row says "skipped: no profile", this run's or not.
+    left_without_profile: int = 0
 
     @property
     def failed(self) -> int:
@@ -804,7 +815,9 @@ class MigrationReport:
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.failed else 0
+        if self.failed:
+            return EXIT_FAILED
+        return EXIT_LEFT_WITHOUT_PROFILE if self.left_without_profile else 0
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -823,11 +836,34 @@ class MigrationReport:
                 "input_bytes": sum(r.size for r in self.this_run),
                 "stale_temps_removed": self.stale_temps_removed,
                 "redone": [{"path": path, "why": why} for path, why in self.redone],
+                "left_without_profile": self.left_without_profile,
+                "exit_code": self.exit_code,
                 "statuses": dict(Counter(r.display_status for r in self.this_run)),
             },
             "statuses": dict(Counter(r.display_status for r in self.records)),
             "slides": [r.to_dict() for r in self.records],
         }
+
+
+class MigrationInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during a run: what stays in DST_DIR and what a rerun will do."""
+
+    def __init__(self, dst: Path, finished: int, in_progress: int, not_started: int) -> None:
+        self.dst, self.finished = dst, finished
+        self.in_progress, self.not_started = in_progress, not_started
+        super().__init__(self.one_line())
+
+    def one_line(self) -> str:
+        return (
+            f"interrupted; {_count(self.finished, 'slide')} finished in this run stay in "
+            f"{self.dst} (in the journal), {_count(self.in_progress, 'slide')} in progress "
+            f"removed, {_count(self.not_started, 'slide')} not started; run the same command "
+            "again to resume"
+        )
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def run_migration(options: MigrateOptions, out: TextIO = sys.stdout) -> MigrationReport:
@@ -857,7 +893,7 @@ def run_migration(options: MigrateOptions, out: TextIO = sys.stdout) -> Migratio
         started, started_at = time.monotonic(), utc_now()
         if not options.quiet:
             print(
-                f"svsicc migrate {src} -> {dst}: {len(found)} slides, {len(todo)} to do "
+                f"svsicc migrate {src} -> {dst}: {_count(len(found), 'slide')}, {len(todo)} to do "
                 f"({human_bytes(sum(s.size for s in todo))}), {len(found) - len(todo)} "
                 f"finished earlier"
                 + (f", {len(redo)} redone as their profile choice changed" if redo else "")
@@ -873,8 +909,10 @@ def run_migration(options: MigrateOptions, out: TextIO = sys.stdout) -> Migratio
         )
         records: list[SlideRecord] = []
         replacements: set[str] = set()
+        started_paths: set[str] = set()
 
         def start(job: SlideJob) -> None:
+            started_paths.add(job.rel_path)
             journal.write(_running(job, run_id))
 
         interrupted = True
@@ -899,12 +937,18 @@ def run_migration(options: MigrateOptions, out: TextIO = sys.stdout) -> Migratio
                     print(f"svsicc: failed: {record.detail}", file=sys.stderr, flush=True)
                 progress.draw()
             interrupted = False
+        except KeyboardInterrupt:
+            finished = {r.path for r in records}
+            raise MigrationInterrupted(
+                dst, len(finished), len(started_paths - finished), len(jobs) - len(started_paths)
+            ) from None
         finally:
             progress.clear()
             backend.close(interrupted)
             # Workers that died or were stopped (a crash, an interrupt) leave temporary files.
             remove_stale_temps_under(dst)
             journal.finish_run(run_id, "interrupted" if interrupted else "finished")
+        after = journal.records()
         report = MigrationReport(
             source_dir=src,
             destination_dir=dst,
@@ -915,9 +959,16 @@ def run_migration(options: MigrateOptions, out: TextIO = sys.stdout) -> Migratio
             found=len(found),
             finished_earlier=len(found) - len(todo),
             this_run=tuple(records),
-            records=tuple(journal.records().values()),
+            records=tuple(after.values()),
             stale_temps_removed=len(stale),
             redone=tuple(sorted(redo.items())),
+            left_without_profile=sum(
+                1
+                for s in found
+                if (r := after.get(s.rel_path)) is not None
+                and r.status == SKIPPED
+                and r.detail == SKIP_NO_PROFILE
+            ),
         )
         write_summaries(report)
     return report
@@ -1011,8 +1062,8 @@ def format_summary(report: MigrationReport, attention_limit: int = 100) -> str:
         by_status.setdefault(record.display_status, []).append(record)
     this_run = Counter(r.display_status for r in report.this_run)
     rate = sum(r.size for r in report.this_run) / report.seconds if report.seconds > 0 else 0.0
+    # No "svsicc migrate SRC -> DST" header: the run's first line already said it.
     lines = [
-        f"svsicc migrate {report.source_dir} -> {report.destination_dir}",
         f"this run: {len(report.this_run)} slides in {report.seconds:.1f} s "
         f"({human_bytes(rate)}/s) on {report.backend}; {report.finished_earlier} finished "
         f"earlier, not redone"
@@ -1064,6 +1115,11 @@ def format_summary(report: MigrationReport, attention_limit: int = 100) -> str:
             lines.append(f"  {r.display_status:<20} {r.path}: {why}")
         if len(attention) > attention_limit:
             lines.append(f"  ... and {len(attention) - attention_limit} more in {SUMMARY_CSV}")
+    if report.exit_code == EXIT_LEFT_WITHOUT_PROFILE:
+        lines.append(
+            f"exit {EXIT_LEFT_WITHOUT_PROFILE}: {_count(report.left_without_profile, 'slide')} "
+            "left unconverted for lack of a profile"
+        )
     dst = report.destination_dir
     lines += ["", f"journal {dst / JOURNAL_NAME}; summaries {dst / SUMMARY_CSV}, {SUMMARY_JSON}"]
     return "\n".join(lines)
@@ -1108,6 +1164,8 @@ class MigrationPlan:
     to_do_bytes: int
     redone: tuple[tuple[str, str], ...] = ()  # finished slides whose choice changed, and why
     fallback: str | None = None
+    # What this run would do with its slides: kind ("convert", "identity", ...) -> count.
+    to_do_kinds: tuple[tuple[str, int], ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -1125,6 +1183,7 @@ class MigrationPlan:
             "finished_earlier": self.finished_earlier,
             "to_do": self.to_do,
             "to_do_bytes": self.to_do_bytes,
+            "to_do_kinds": dict(self.to_do_kinds),
             "profiles": [p.__dict__ for p in self.profiles],
             "profile_override": self.override,
             "fallback_profile": self.fallback,
@@ -1234,6 +1293,9 @@ def plan_migration(options: MigrateOptions) -> MigrationPlan:
         fallback=None
         if colours.fallback is None
         else f"{colours.fallback.description} ({colours.fallback.sha256[:12]})",
+        to_do_kinds=tuple(
+            (kind, n) for kind in _KIND_LABELS if (n := sum(1 for c in todo if c.kind == kind))
+        ),
     )
 
 
@@ -1332,8 +1394,10 @@ def _estimate(
                 measured = measure_seconds_per_pixel(c.slide, table)
             except (SvsiccError, OSError):
                 continue
+            name = c.slide.pages[0].compression_name
+            tiles = f"{measured[1]} tile{'' if measured[1] == 1 else 's'}"
             basis.append(
-                f"{c.slide.pages[0].compression_name}: {measured[1]} tiles of {c.found.rel_path}"
+                f"{'uncompressed' if name == 'none' else name}: {tiles} of {c.found.rel_path}"
                 f" at {measured[0] * 1e6:.3f} s/Mpixel"
             )
             break
@@ -1372,6 +1436,16 @@ def _table_for(
     return None
 
 
+# The dry run's kinds of slide, in the order it lists them, with what happens to them.
+_KIND_LABELS = {
+    "convert": "to convert",
+    "identity": "identity",
+    "applied": "already applied",
+    "no profile": "without a profile",
+    "unreadable": "unreadable",
+}
+
+
 def format_plan(plan: MigrationPlan) -> str:
     def row(label: str, count: int, note: str) -> str:
         return f"  {label:<22} {count:>7}  {note}"
@@ -1379,18 +1453,21 @@ def format_plan(plan: MigrationPlan) -> str:
     no_profile = (
         "converted with --profile or --fallback-profile"
         if plan.without_profile_converted
-        else "skipped"
+        else "skipped: nothing written (pass --profile ICC or --fallback-profile ICC)"
     )
+    kinds = ", ".join(f"{_KIND_LABELS[k]} {n}" for k, n in plan.to_do_kinds) or "nothing"
+    # The first block counts every slide found; the run leaves out those the journal says are
+    # finished, so its line says how its slides split into the same kinds.
     lines = [
         f"svsicc migrate --dry-run {plan.source_dir} -> {plan.destination_dir}",
         row("slides found", plan.slides, human_bytes(plan.total_bytes)),
-        row("to convert", plan.to_convert, human_bytes(plan.convert_bytes)),
-        row("identity", plan.identity, "profile maps to sRGB unchanged: marked copy"),
-        row("already applied", plan.already_applied, "copied as they are"),
-        row("without a profile", plan.without_profile, no_profile),
-        row("unreadable", len(plan.unreadable), "will fail"),
+        row("  to convert", plan.to_convert, human_bytes(plan.convert_bytes)),
+        row("  identity", plan.identity, "profile maps to sRGB unchanged: marked copy"),
+        row("  already applied", plan.already_applied, "copied as they are"),
+        row("  without a profile", plan.without_profile, no_profile),
+        row("  unreadable", len(plan.unreadable), "will fail"),
         row("finished earlier", plan.finished_earlier, "in the journal: not redone"),
-        row("to do in this run", plan.to_do, human_bytes(plan.to_do_bytes)),
+        row("to do in this run", plan.to_do, f"{human_bytes(plan.to_do_bytes)}: {kinds}"),
         "profiles seen (embedded):",
         f"  {'slides':>6}  {'description':<32} {'sha256':<12}  outcome",
     ]
@@ -1408,7 +1485,7 @@ def format_plan(plan: MigrationPlan) -> str:
         e = plan.estimate
         who = f"{e.workers} worker{'s' if e.workers != 1 else ''}" if e.workers else "1 thread"
         lines.append(f"estimated time: {_duration(e.seconds)} ({e.seconds:.1f} s) with {who}")
-        lines.append(f"  from {e.basis}")
+        lines.append(f"  measured: {e.basis}")
     return "\n".join(lines)
 
 
@@ -1416,7 +1493,7 @@ def format_plan(plan: MigrationPlan) -> str:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from .cli import add_colour_options, add_verify_option
+    from .cli import add_colour_options, add_verify_option, add_workers_option
 
     p = sub.add_parser(
         "migrate",
@@ -1424,7 +1501,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Find the slides under SRC_DIR (.svs, and .tif/.tiff with an Aperio "
         "description), apply each into the same place under DST_DIR, and keep a journal "
         f"({JOURNAL_NAME}) there so that running the same command again resumes. Exit 0 when "
-        "every slide went well, 1 when any failed.",
+        "every slide went well; 1 when any failed in this run; otherwise 4 when any slide found "
+        "is still unconverted for lack of a profile (rerun with --profile); 130 interrupted.",
         epilog="Statuses: done; skipped: identity (the profile maps to sRGB unchanged: a marked "
         "copy is still written); skipped: already applied (copied byte for byte); skipped: no "
         "profile (nothing written; a later run with --profile converts them); failed (with the "
@@ -1434,11 +1512,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("source_dir", metavar="SRC_DIR", help="the archive; opened read-only")
     p.add_argument("destination_dir", metavar="DST_DIR", help="where the mirrored tree goes")
     add_colour_options(p)
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help="slides at a time in the local pool (default: all cores; not used with --scheduler)",
+    add_workers_option(
+        p, "slides at a time in the local pool (default: all cores; not used with --scheduler)"
     )
     p.add_argument(
         "--include",
@@ -1468,10 +1543,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.workers is not None and args.workers < 1:
-        raise SvsiccError(None, "--workers must be at least 1")
-    if args.verify is not None and args.verify < 1:
-        raise SvsiccError(None, f"--verify must be at least 1, not {args.verify}")
     options = MigrateOptions(
         source_dir=Path(args.source_dir),
         destination_dir=Path(args.destination_dir),
@@ -1490,7 +1561,11 @@ def _run(args: argparse.Namespace) -> int:
         plan = plan_migration(options)
         print(json.dumps(plan.to_dict(), indent=2) if args.json else format_plan(plan))
         return 0
-    report = run_migration(options)
+    try:
+        report = run_migration(options)
+    except MigrationInterrupted as exc:
+        print(f"svsicc: {exc.one_line()}", file=sys.stderr)
+        return 130
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     elif not args.quiet:

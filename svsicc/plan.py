@@ -83,7 +83,7 @@ class ProfileChoice:
             raise ProfileError(
                 slide.path,
                 "the slide has no embedded ICC profile",
-                hint="pass --profile FILE (or --fallback-profile FILE) with the scanner's profile",
+                hint="pass {profile} (or {fallback_profile}) with the scanner's profile",
             )
         replaced = None
         if (

@@ -1,23 +1,27 @@
 """``svsicc report``: pictures and figures that show what calibration did to one slide.
 
-Writes into a folder an ``index.html`` that opens offline (inline style, relative links to PNGs in
-the same folder, nothing fetched) and a ``report.json`` with the same numbers:
+Writes into a folder an ``index.html`` that opens offline (inline style, relative links to
+pictures in the same folder, nothing fetched) and a ``report.json`` with the same numbers. The
+page opens with a plain-language summary (:mod:`svsicc.report_summary`), then:
 
-- ``thumbnail_before_after.png`` and ``region_before_after.png``: the thumbnail (the whole slide)
+- ``thumbnail_before_after.jpg`` and ``region_before_after.jpg``: the thumbnail (the whole slide)
   and a full-resolution level-0 region, original left, calibrated right. The region is the window
   with the most, and most saturated, tissue on the original's thumbnail.
 - ``histograms.png``: per-channel histograms, original (grey) against calibrated (colour), of
   the thumbnail and of the region, on a square-root count axis so tails stay visible.
-- ``difference_thumbnail.png`` and ``difference_region.png``: the signed difference
+- ``difference_thumbnail.jpg`` and ``difference_region.jpg``: the signed difference
   calibrated - original per channel on a blue-white-red scale (white = no change, red = the
   calibrated copy is higher), symmetric, shared by the three channels and printed on a legend.
   Region maps are area means over 2x2 blocks, so codec noise does not hide the systematic shift.
-- ``overlay_region.png``: the positive (red) and negative (blue) parts of each channel's
+- ``overlay_region.jpg``: the positive (red) and negative (blue) parts of each channel's
   difference over a faded grey copy of the tissue, opacity proportional to the change.
 - a table of the glass white (per-channel median of the background found on the thumbnail) and
   the mean tissue colour, before and after, and the :mod:`svsicc.verify` figures.
 
-Pictures are drawn with Pillow only; no plotting library is needed.
+Pictures are drawn with Pillow only; no plotting library is needed. Photographs and maps are
+JPEG (quality 85, no chroma subsampling, so captions and colour edges stay sharp): as PNG the
+report of a 1.9 MB slide took 9.5 MB. Histograms are line art and stay PNG. A panel narrower
+than its caption (a tiny slide or region) is enlarged by whole-pixel repetition.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .colour import IccProfile
 from .exceptions import OutputError, UnsupportedLayoutError
+from .report_summary import glossary_html, report_sentences, summary_html
 from .slide import Page, Role
 from .verify import (
     RGB,
@@ -55,6 +60,9 @@ GAP = 8  # between panels
 LEGEND_HEIGHT = 56
 HISTOGRAM_PANEL = (512, 180)
 MAX_MAP_PANEL = 512
+# Narrowest picture panel: a caption or legend needs this much room.
+MIN_PANEL = 256
+JPEG_OPTIONS: dict[str, Any] = {"quality": 85, "subsampling": 0, "optimize": True}
 # Glass: the bright side of an Otsu split of luminance, and nearly grey (max - min of RGB).
 GLASS_MAX_CHROMA = 24
 # Tissue darker than this is pen, dust or the slide edge, not stain.
@@ -65,12 +73,12 @@ MIN_GLASS_FRACTION = 0.005
 CHANNELS = ("R", "G", "B")
 CHANNEL_COLOURS = ((214, 39, 40), (44, 160, 44), (31, 119, 180))
 FILES = (
-    "thumbnail_before_after.png",
-    "region_before_after.png",
+    "thumbnail_before_after.jpg",
+    "region_before_after.jpg",
     "histograms.png",
-    "difference_thumbnail.png",
-    "difference_region.png",
-    "overlay_region.png",
+    "difference_thumbnail.jpg",
+    "difference_region.jpg",
+    "overlay_region.jpg",
     "index.html",
     "report.json",
 )
@@ -245,13 +253,30 @@ def _caption(image: Image.Image, text: str, x: int, y: int, size: int = 16) -> N
     ImageDraw.Draw(image).text((x, y), text, fill=(0, 0, 0), font=_font(size))
 
 
+def enlarge(values: npt.NDArray[Any], min_width: int) -> npt.NDArray[Any]:
+    """``values`` repeated a whole number of times along both axes to be ``min_width`` wide."""
+    factor = -(-min_width // max(1, values.shape[1]))
+    if factor <= 1:
+        return values
+    return np.repeat(np.repeat(values, factor, axis=0), factor, axis=1)
+
+
+def _text_width(text: str, size: int) -> int:
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    return int(np.ceil(probe.textlength(text, font=_font(size)))) + 8
+
+
 def side_by_side(before: RGB, after: RGB, left: str, right: str) -> Image.Image:
+    need = max(MIN_PANEL, _text_width(left, 16), _text_width(right, 16))
+    before, after = enlarge(before, need), enlarge(after, need)
     h, w = before.shape[:2]
-    canvas = Image.new("RGB", (2 * w + GAP, h + HEADER), (255, 255, 255))
+    # Both halves on the same 8x8 JPEG grid: equal pixels stay equal after compression.
+    gap = GAP + (-(w + GAP)) % 8
+    canvas = Image.new("RGB", (2 * w + gap, h + HEADER), (255, 255, 255))
     canvas.paste(Image.fromarray(before), (0, HEADER))
-    canvas.paste(Image.fromarray(after), (w + GAP, HEADER))
+    canvas.paste(Image.fromarray(after), (w + gap, HEADER))
     _caption(canvas, left, 4, 5)
-    _caption(canvas, right, w + GAP + 4, 5)
+    _caption(canvas, right, w + gap + 4, 5)
     return canvas
 
 
@@ -310,6 +335,7 @@ def block_mean(values: npt.NDArray[np.number[Any]], factor: int) -> npt.NDArray[
 
 def difference_maps(diff: npt.NDArray[np.floating], scale: int, title: str) -> Image.Image:
     """Three channel panels of a signed difference, with a legend."""
+    diff = enlarge(diff, MIN_PANEL)
     h, w = diff.shape[:2]
     width = 3 * w + 2 * GAP
     canvas = Image.new("RGB", (width, HEADER + h + LEGEND_HEIGHT + HEADER), (255, 255, 255))
@@ -327,6 +353,7 @@ def difference_maps(diff: npt.NDArray[np.floating], scale: int, title: str) -> I
 
 def overlays(tissue: RGB, diff: npt.NDArray[np.floating], scale: int, title: str) -> Image.Image:
     """Rows: positive part (red) and negative part (blue) of each channel, over faded tissue."""
+    tissue, diff = enlarge(tissue, MIN_PANEL), enlarge(diff, MIN_PANEL)
     h, w = diff.shape[:2]
     grey = luminance(tissue)[..., None].repeat(3, axis=-1)
     base = 0.45 * grey + 0.55 * 255.0
@@ -422,10 +449,22 @@ def make_report(
     sample: int | None = None,
     region_size: int = DEFAULT_REGION_SIZE,
 ) -> ReportResult:
-    """Verify ``calibrated`` against ``original`` and write the report folder ``out_dir``.
+    """Verify ``calibrated`` against ``original`` and write the report folder ``out_dir``
+    (``index.html`` and its pictures; ``profile`` and ``sample`` as for :func:`verify`,
+    ``region_size`` the side of the full-resolution region shown, at least 16).
 
     The folder is assembled in a temporary sibling and its files moved in at the end, so a
     failure leaves nothing half written. Existing files of other names in ``out_dir`` stay.
+
+    Returns:
+        A :class:`ReportResult`: the files written, the region shown, colour statistics
+        before and after, and the verification (whose ``ok`` says whether the copy passed).
+
+    Raises:
+        OutputError: ``out_dir`` is not a folder, its parent does not exist, it cannot be
+            written, or ``region_size`` is below 16.
+        UnsupportedLayoutError: a level of ``calibrated`` does not match the original's size.
+        SvsiccError: whatever :func:`verify` raises for bad input.
     """
     destination = Path(out_dir)
     if destination.exists() and not destination.is_dir():
@@ -433,7 +472,7 @@ def make_report(
     if not destination.parent.is_dir():
         raise OutputError(destination, "its parent folder does not exist")
     if region_size < 16:
-        raise OutputError(destination, f"--region-size {region_size} is too small (minimum 16)")
+        raise OutputError(destination, f"{{region_size}} {region_size} is too small (minimum 16)")
     result = verify(original, calibrated, profile=profile, sample=sample)
     staging = Path(tempfile.mkdtemp(prefix=".svsicc-report-", dir=destination.parent))
     try:
@@ -469,7 +508,7 @@ def _write(
                     f"IFD {page.index} does not match the original's "
                     f"({page.width}x{page.height}); it is not a copy of that slide",
                     ifd=page.index,
-                    hint="run svsicc verify for the details",
+                    hint="run {verify_call} for the details",
                 )
         thumb_before = orig.page_rgb(overview)
         thumb_after = cal.page_rgb(cal_slide.pages[overview.index])
@@ -479,12 +518,12 @@ def _write(
 
     images: dict[str, Image.Image] = {}
     name = "thumbnail" if overview.role is Role.THUMBNAIL else f"IFD {overview.index}"
-    images["thumbnail_before_after.png"] = side_by_side(
+    images["thumbnail_before_after.jpg"] = side_by_side(
         thumb_before, thumb_after, f"original ({name})", f"calibrated ({name})"
     )
     x, y, w, h = box
     where = f"level 0 at ({x}, {y}), {w}x{h}"
-    images["region_before_after.png"] = side_by_side(
+    images["region_before_after.jpg"] = side_by_side(
         region_before, region_after, f"original, {where}", "calibrated, same region"
     )
     images["histograms.png"] = histograms(
@@ -495,24 +534,27 @@ def _write(
     thumb_factor = _panel_factor(max(thumb_diff.shape[:2]))
     thumb_map = block_mean(thumb_diff, thumb_factor)
     thumb_scale = symmetric_scale(thumb_diff)
-    images["difference_thumbnail.png"] = difference_maps(
+    images["difference_thumbnail.jpg"] = difference_maps(
         thumb_map, thumb_scale, f"Whole slide ({name}): signed difference per channel"
     )
     region_diff = region_after.astype(np.int16) - region_before.astype(np.int16)
     region_factor = max(2, _panel_factor(max(region_diff.shape[:2])))
     region_map = block_mean(region_diff, region_factor)
     region_scale = symmetric_scale(np.rint(region_map).astype(np.int16))
-    images["difference_region.png"] = difference_maps(
+    images["difference_region.jpg"] = difference_maps(
         region_map,
         region_scale,
         f"Tissue region: signed difference per channel ({region_factor}x{region_factor} means)",
     )
     small_tissue = np.rint(block_mean(region_before, region_factor)).astype(np.uint8)
-    images["overlay_region.png"] = overlays(
+    images["overlay_region.jpg"] = overlays(
         small_tissue, region_map, region_scale, "Tissue region: where each channel went up or down"
     )
     for file_name, picture in images.items():
-        picture.save(folder / file_name, compress_level=1)  # 3x faster than 6, 5 % larger
+        if file_name.endswith(".jpg"):
+            picture.save(folder / file_name, **JPEG_OPTIONS)
+        else:
+            picture.save(folder / file_name, compress_level=1)  # 3x faster than 6, 5 % larger
 
     thumb_masks = masks(thumb_before)
     region_masks = masks(region_before, otsu_threshold(luminance(thumb_before)))
@@ -596,6 +638,9 @@ margin-right:.4em}
 .ok{color:#176617;font-weight:bold}.fail{color:#b00;font-weight:bold}
 img{max-width:100%;border:1px solid #ddd}figure{margin:0 0 2em}figcaption{color:#444}
 code{background:#f3f3f3;padding:0 .2em}
+.summary{font-size:1.15em;background:#f6f8fb;border:1px solid #cdd6e4;padding:.2em 1em;
+max-width:60em}.summary li{margin:.35em 0}
+.terms{max-width:60em}.terms dt{font-weight:bold;margin-top:.4em}.terms dd{margin-left:1.5em}
 """
 
 
@@ -611,17 +656,17 @@ def render_html(report: ReportResult) -> str:
     sampled = f" {v.sample} random tiles per level." if v.sample else ""
     x, y, w, h = report.region
     figures = [
-        ("thumbnail_before_after.png", "The whole slide (thumbnail): original left, calibrated "
+        ("thumbnail_before_after.jpg", "The whole slide (thumbnail): original left, calibrated "
          "right."),
-        ("region_before_after.png", f"A full-resolution tissue region (level 0, x={x}, y={y}, "
+        ("region_before_after.jpg", f"A full-resolution tissue region (level 0, x={x}, y={y}, "
          f"{w}x{h} pixels), chosen as the window with the most and most saturated tissue."),
         ("histograms.png", "Per-channel histograms, original (grey area) against calibrated "
          "(coloured line), for the whole slide and the tissue region."),
-        ("difference_thumbnail.png", "Signed difference calibrated - original per channel, whole "
+        ("difference_thumbnail.jpg", "Signed difference calibrated - original per channel, whole "
          f"slide; white is no change, the scale is +/-{report.difference_scale_thumbnail} levels."),
-        ("difference_region.png", "Signed difference per channel in the tissue region (block "
+        ("difference_region.jpg", "Signed difference per channel in the tissue region (block "
          f"means); scale +/-{report.difference_scale_region} levels."),
-        ("overlay_region.png", "Where each channel went up (red, top row) or down (blue, bottom "
+        ("overlay_region.jpg", "Where each channel went up (red, top row) or down (blue, bottom "
          "row) after calibration, over the tissue."),
     ]  # fmt: skip
     blocks = "\n".join(
@@ -630,11 +675,14 @@ def render_html(report: ReportResult) -> str:
         for name, text in figures
     )
     rows = "\n".join(_figure_row(p) for p in v.pages)
+    summary = summary_html(report_sentences(report))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>svsicc report: {esc(v.calibrated.name)}</title>
 <style>{_STYLE}</style></head><body>
 <h1>Colour calibration report</h1>
+{summary}
+<h2>Technical details</h2>
 <table>
 <tr><th>Original</th><td><code>{esc(str(v.original))}</code></td></tr>
 <tr><th>Calibrated</th><td><code>{esc(str(v.calibrated))}</code></td></tr>
@@ -646,6 +694,7 @@ def render_html(report: ReportResult) -> str:
 <table><tr><th></th><th>original</th><th>calibrated</th><th>change (R, G, B)</th></tr>
 {_colour_rows(report)}
 </table>
+{glossary_html()}
 <h2>Verification figures</h2>
 <p>Calibrated pixels against LittleCMS applied to the original's pixels (the ideal), beside
 the floor: the ideal re-encoded once at the original's own settings. Margins per page: PSNR

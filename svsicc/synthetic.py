@@ -14,6 +14,9 @@ API
                               +-1 dithered blocks of ``source``, in which no two tiles are equal.
 ``rgb_to_ycbcr(rgb)``         the JPEG (BT.601 full range) conversion used for 33003 samples.
 ``file_tile_order(across, down, order)``  raster tile indices in the order their data is stored.
+``write_foreign_wsi(path, rgb, kind, icc=None)``  a small TIFF carrying the marks other scanners'
+                              formats are recognised by (Hamamatsu NDPI tags, Philips XML, Ventana
+                              XMP), or a generic tiled / plain one: what svsicc must refuse.
 
 Layout (as Aperio): IFD0 level 0 (tiled); IFD1 thumbnail (stripped, abbreviated RGB-colourspace
 JPEG, RowsPerStrip 16, JPEGTables); the reduced levels (tiled, same compression as level 0); label
@@ -565,3 +568,55 @@ def matrix_trc_profile(
     )
     header += b"\0" * (128 - len(header))
     return header + table + body
+
+
+# --------------------------------------------------------------------------- other formats
+
+ForeignKind = Literal["ndpi", "philips", "ventana", "tiled", "plain"]
+
+
+def write_foreign_wsi(
+    path: str | Path, rgb: RGB, kind: ForeignKind, icc: bytes | None = None
+) -> Path:
+    """A two-level TIFF of ``rgb`` with only the marks of ``kind``'s real files (tifffile).
+
+    ndpi: stripped JPEG levels with Hamamatsu's private tags 65420 (file format), 65421
+    (magnification) and 65422 (x offset). philips: tiled JPEG, Software "Philips DP v1.0" and a
+    ``DPUfsImport`` XML description. ventana: tiled JPEG, "level=0 mag=40 quality=90" descriptions
+    and an XMP packet (tag 700) with an ``iScan`` element. tiled / plain: no vendor marks.
+    ``icc`` goes into tag 34675 of the first level.
+    """
+    path = Path(path)
+    levels = [np.ascontiguousarray(rgb), np.ascontiguousarray(rgb[::2, ::2])]
+    options: dict[str, Any] = {"photometric": "rgb", "compression": "jpeg"}
+    extra: list[tuple[int, int, int | None, Any, bool]] = []
+    description = None
+    if kind == "ndpi":
+        extra = [(65420, 4, 1, 1, True), (65421, 11, 1, 20.0, True), (65422, 9, 1, 0, True)]
+    elif kind == "philips":
+        options["tile"] = (128, 128)
+        options["software"] = "Philips DP v1.0"
+        description = (
+            '<?xml version="1.0" encoding="UTF-8" ?><DataObject ObjectType="DPUfsImport">'
+            '<Attribute Name="PIM_DP_SCANNER_OPERATOR_ID">x</Attribute></DataObject>'
+        )
+    elif kind == "ventana":
+        options["tile"] = (128, 128)
+        description = "level=0 mag=40 quality=90"
+        extra = [(700, 1, None, b'<x:xmpmeta><iScan Magnification="40"/></x:xmpmeta>', True)]
+    elif kind == "tiled":
+        options["tile"] = (128, 128)
+    with tifffile.TiffWriter(path) as tif:
+        for n, level in enumerate(levels):
+            tags = list(extra)
+            if icc is not None and n == 0:
+                tags.append((34675, 7, len(icc), icc, True))
+            tif.write(
+                level,
+                description=description or "",
+                extratags=tags,
+                rowsperstrip=None if "tile" in options else level.shape[0],
+                metadata=None,
+                **options,
+            )
+    return path

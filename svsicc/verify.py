@@ -310,18 +310,22 @@ class VerifyResult:
         """One line for ``apply --verify``: the verdict and the page closest to its floor."""
         head = "verified OK" if self.ok else "verification FAILED"
         sampled = f"{self.sample} tiles per level" if self.sample else "every tile"
-        lossy = [p for p in self.pages if p.method == "pixels" and not p.lossless and p.psnr]
         if self.identity:
             detail = "identity copy: every checked segment byte-identical"
-        elif lossy:
-            worst = min(lossy, key=lambda p: (p.psnr or 0.0) - (p.floor_psnr or 0.0))
-            detail = (
-                f"closest to its floor IFD {worst.index} ({worst.role}): PSNR "
-                f"{_psnr_text(worst.psnr)} dB, floor {_psnr_text(worst.floor_psnr)} dB"
-            )
         else:
-            detail = "lossless pages exact" if self.ok else ""
+            detail = self.closest_to_floor()
         return f"{head} ({len(self.pages)} pages, {sampled}; {detail})"
+
+    def closest_to_floor(self) -> str:
+        """The lossy page whose PSNR sits closest to (or furthest under) its floor's."""
+        lossy = [p for p in self.pages if p.method == "pixels" and not p.lossless and p.psnr]
+        if not lossy:
+            return "lossless pages exact" if self.ok else "no lossy page"
+        worst = min(lossy, key=lambda p: (p.psnr or 0.0) - (p.floor_psnr or 0.0))
+        return (
+            f"closest to its floor IFD {worst.index} ({worst.role}): PSNR "
+            f"{_psnr_text(worst.psnr)} dB, floor {_psnr_text(worst.floor_psnr)} dB"
+        )
 
     def format(self) -> str:
         head = "OK" if self.ok else "FAILED"
@@ -514,15 +518,15 @@ def expectation(original: Slide, calibrated: Slide, choice: ProfileChoice) -> Ex
         raise ProfileError(
             original.path,
             f"the original embeds no ICC profile and the copy records {recorded}",
-            hint=f"pass --profile FILE with {record.source_description!r}",
+            hint=f"pass {{profile}} with {record.source_description!r}",
         ) from None
     profile = plan.source
     if profile.sha256 != record.source_sha256:
         embedded = embedded_profile(original) if plan.origin == ORIGIN_OVERRIDE else None
         if embedded is not None and embedded[0].sha256 == record.source_sha256:
-            hint = "leave out --profile: the original's embedded profile is the one recorded"
+            hint = "leave out {profile}: the original's embedded profile is the one recorded"
         else:
-            hint = f"pass --profile FILE with {record.source_description!r}"
+            hint = f"pass {{profile}} with {record.source_description!r}"
         raise ProfileError(
             calibrated.path,
             f"the copy records source profile {recorded}, not {profile.description!r} "
@@ -976,12 +980,22 @@ def verify(
     ``profile`` and ``fallback_profile`` choose the source profile the copy must have been
     made with, as apply chooses it (:mod:`svsicc.plan`). ``sample`` checks that many
     random segments (seeded by ``seed``) per pyramid level instead of all of them.
-    Raises :class:`SvsiccError` subclasses for bad input; a copy that fails verification is a
-    result with ``ok`` False, not an exception.
+
+    Returns:
+        A :class:`VerifyResult`: ``ok``, the ``findings`` (structure), per-level figures
+        (``pages``: PSNR, mean abs, CIEDE2000, each beside its floor) and the ``margins`` they
+        were held to. A copy that fails verification is a result with ``ok`` False, not an
+        exception.
+
+    Raises:
+        SvsiccError: bad input: a file that is missing or not a sound TIFF
+            (:class:`TiffFormatError`), no usable source profile (:class:`ProfileError`), a
+            copy that records another source profile or none (:class:`ProfileError`),
+            ``original`` already calibrated, ``sample`` below 1.
     """
     started = time.perf_counter()
     if sample is not None and sample < 1:
-        raise SvsiccError(None, f"--sample must be at least 1, not {sample}")
+        raise SvsiccError(None, f"{{sample}} must be at least 1, not {sample}")
     src_path, dst_path = Path(original), Path(calibrated)
     chosen = ProfileChoice.load(profile, fallback_profile)
     orig_reader, orig_slide = open_slide(src_path)
@@ -994,7 +1008,8 @@ def verify(
         if applied_record(orig_slide.description) is not None:
             raise SvsiccError(
                 src_path,
-                "ORIGINAL is itself a calibrated copy (it carries an 'ICC Profile Applied' record)",
+                "{original} is itself a calibrated copy "
+                "(it carries an 'ICC Profile Applied' record)",
                 hint="give the original first, then the calibrated copy",
             )
         orig = SlidePixels(orig_reader, orig_slide)
@@ -1128,7 +1143,7 @@ def verify_before_commit(
             raise VerificationError(
                 result.output,
                 f"verification failed, nothing was written: {problems[0]}{more}",
-                hint="run svsicc verify on a copy made without --verify for the details",
+                hint="run {verify_call} on a copy made without {apply_verify} for the details",
             )
 
     return check

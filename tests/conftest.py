@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,15 @@ CMU_SMALL = DATA / "CMU-1-Small-Region.svs"
 CMU_EMBED = DATA / "CMU-Embed.tif"
 OPENSLIDE_SMALL = DATA / "openslide-python_small.svs"
 TCGA = DATA / "tcga-cr-7395-01a-01-ts1.svs"
+
+
+@pytest.fixture
+def small_copy(tmp_path: Path) -> Path:
+    """openslide-python's small.svs copied to tmp_path/in/ (for --in-place and the like)."""
+    copy = tmp_path / "in" / "small.svs"
+    copy.parent.mkdir()
+    shutil.copyfile(OPENSLIDE_SMALL, copy)
+    return copy
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:

@@ -27,14 +27,6 @@ from .conftest import (
 from .conftest import run_cli as run
 
 
-@pytest.fixture
-def small_copy(tmp_path: Path) -> Path:
-    copy = tmp_path / "in" / "small.svs"
-    copy.parent.mkdir()
-    shutil.copyfile(OPENSLIDE_SMALL, copy)
-    return copy
-
-
 def test_apply_then_info_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "embed_srgb.tif"
     code, stdout, _ = run(capsys, "apply", CMU_EMBED, out, "--quiet")
@@ -76,7 +68,7 @@ def test_apply_summary_reports_rate_and_workers(
     args = ("apply", CMU_SMALL, tmp_path / "o.svs", "--profile", SCANSCOPE, "--workers", "2")
     code, stdout, _ = run(capsys, *args)
     assert code == 0
-    assert re.search(r"178 segments rewritten \([\d,]+/s, 2 workers\)", stdout), stdout
+    assert re.search(r"130 tiles and 48 strips rewritten \([\d,]+/s, 2 workers\)", stdout), stdout
 
 
 def test_no_profile_asks_for_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

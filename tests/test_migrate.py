@@ -7,8 +7,10 @@ import contextlib
 import csv
 import json
 import os
+import re
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -229,6 +231,12 @@ def test_mixed_archive_statuses_outputs_and_summaries(archive: Path, local_run: 
     )
     summary = json.loads((dst / "summary.json").read_text())
     assert summary["run"]["processed"] == 8 and summary["run"]["finished_earlier"] == 0
+    # A failure outranks the slides left without a profile: exit 1, not 4.
+    assert (summary["run"]["exit_code"], summary["run"]["left_without_profile"]) == (1, 2)
+    assert "exit 4" not in out
+    # The header is printed once (the run's first line), not again above the table.
+    assert out.count(f"svsicc migrate {local_run.dst.parent.parent}") <= 1
+    assert out.count(" -> ") == 1
     assert summary["statuses"] == {
         "done": 3,
         "skipped: no profile": 2,
@@ -282,6 +290,54 @@ def test_resume_with_profile_converts_only_the_skipped_ones(
         assert slide.properties["aperio.ICC Profile Applied"] == "ScanScope v1"
 
 
+def test_slides_left_without_a_profile_exit_4(
+    archive: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A pipeline must not take "skipped: no profile" for "converted", in any run."""
+    dst = tmp_path / "dst"
+    select = ("--include", "cmu/*", "--include", "lab1/CMU-Embed.tif", "--workers", "1")
+    first = run_cli(capsys, str(archive), str(dst), *select)
+    assert first.code == 4, first.err
+    assert "exit 4: 1 slide left unconverted for lack of a profile" in first.out
+    again = run_cli(capsys, str(archive), str(dst), *select, "--json")
+    assert again.code == 4  # nothing redone, but the slide is still unconverted
+    assert json.loads(again.out)["run"]["left_without_profile"] == 1
+    fixed = run_cli(capsys, str(archive), str(dst), *select, "--profile", str(SCANSCOPE))
+    assert fixed.code == 0, fixed.err
+    # Only the slides this run looks at count: one outside --include does not.
+    other = run_cli(capsys, str(archive), str(dst), "--include", "tcga/*", "--workers", "1")
+    assert other.code == 0
+
+
+def test_dry_run_text_explains_its_counts(
+    archive: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    dst = tmp_path / "dst"
+    select = ("--include", "cmu/*", "--include", "lab1/*", "--include", "tcga/*")
+    fresh = run_cli(capsys, str(archive), str(dst), *select, "--dry-run").out
+    assert fresh.splitlines()[0].startswith("svsicc migrate --dry-run ")
+    assert fresh.count(" -> ") == 1  # the header once
+    assert "  slides found                 5" in fresh
+    assert (
+        "    to convert                 2" in fresh and "    identity                   1" in fresh
+    )
+    assert re.search(
+        r"to do in this run +5 .*: to convert 2, identity 1, without a profile 2$", fresh, re.M
+    ), fresh
+    # Uncompressed pages are named so, not "from none"; one tile is singular.
+    assert "from none" not in fresh
+    assert re.search(r"measured: .*uncompressed: \d+ tiles? of lab1/CMU-Embed.tif", fresh), fresh
+    # After one slide is done, the archive's counts stay and the run's share says what is left.
+    done = run_cli(capsys, str(archive), str(dst), "--include", "lab1/CMU-E*", "--workers", "1")
+    assert done.code == 0, done.err
+    plan = run_cli(capsys, str(archive), str(dst), *select, "--dry-run").out
+    assert "    to convert                 2" in plan
+    assert "  finished earlier             1  in the journal: not redone" in plan
+    assert re.search(
+        r"to do in this run +4 .*: to convert 1, identity 1, without a profile 2$", plan, re.M
+    ), plan
+
+
 def test_dry_run_plan_numbers(
     archive: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -312,7 +368,7 @@ def test_dry_run_plan_numbers(
     text = run_cli(capsys, str(archive), str(dst), "--dry-run", "--profile", str(SCANSCOPE))
     print(text.out)
     assert "  slides found                 8" in text.out
-    assert "  without a profile            2  converted with --profile" in text.out
+    assert "    without a profile          2  converted with --profile" in text.out
     assert "--profile for every slide: ScanScope v1" in text.out
     assert "estimated time: " in text.out
 
@@ -397,6 +453,7 @@ def test_kill_9_mid_run_then_resume_and_the_lock(slow_archive: Path, tmp_path: P
             second.stderr.count("\n") == 1 and "another svsicc migrate is running" in second.stderr
         )
         assert f"pid {first.pid} " in second.stderr
+        assert f"(held by pid {first.pid} on host {socket.gethostname()} since " in second.stderr
 
         wait_for(
             lambda: any(r["status"] == "done" for r in journal_rows(dst).values()),
@@ -510,7 +567,15 @@ def test_sigterm_stops_cleanly(slow_archive: Path, tmp_path: Path) -> None:
             run.kill()
             run.wait()
     assert run.returncode == 130
-    assert err.strip().splitlines()[-1] == "svsicc: interrupted; no output was left behind"
+    last = err.strip().splitlines()[-1]
+    # What stays and what a rerun does, not "no output was left behind": finished slides stay.
+    done = sum(1 for r in journal_rows(dst).values() if r["status"] == "done")
+    assert re.fullmatch(
+        rf"svsicc: interrupted; {done} slides? finished in this run stay in {re.escape(str(dst))} "
+        r"\(in the journal\), \d+ slides? in progress removed, \d+ slides? not started; run the "
+        r"same command again to resume",
+        last,
+    ), last
     assert workers and not any(pid_alive(pid) for pid in workers)
     assert (
         temp_files(dst) == []

@@ -1,13 +1,10 @@
-"""A small ctypes binding to OpenJPEG 2.5 for what imagecodecs cannot do: encode and decode raw
+"""A small ctypes binding to OpenJPEG 2 for what imagecodecs cannot do: encode and decode raw
 J2K codestreams whose components have different sampling (Aperio 33003 4:2:2 YCbCr), giving
 every coding parameter of the COD marker (progression, code-blocks, precincts, SOP/EPH) and a
 target PSNR (OpenJPEG's fixed-quality mode, what imagecodecs' ``level`` sets).
 
-The library is the one imagecodecs ships (``imagecodecs.libs/libopenjp2-*.so.2.5.*``), else
-Pillow's, else the system's. Struct layouts follow OpenJPEG 2.5's ``openjpeg.h``; on load the
-defaults the library writes into ``opj_cparameters_t`` are checked at fields spread over the
-whole struct, and the struct carries a guard tail that must come back untouched, so a library
-with another layout is refused (:class:`OpenJpegUnavailable`) instead of corrupting memory.
+The library is found, loaded and checked on first use (:mod:`.openjpeg_library`): without a
+usable one only the codestreams that need this binding are refused.
 
 Streams live in Python buffers reached through module-level callbacks keyed by an integer; a
 key is removed only after the OpenJPEG stream using it has been destroyed, so no callback can
@@ -17,22 +14,51 @@ see a freed buffer. Errors OpenJPEG reports become :class:`OpenJpegError` with i
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import itertools
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-OPJ_PATH_LEN = 4096
-OPJ_J2K_MAXRLVLS = 33
-JPWL_MAX_NO_TILESPECS = 16
-JPWL_MAX_NO_PACKSPECS = 16
+from .openjpeg_library import (
+    ENV_LIBRARY,
+    GUARD,
+    HOW_TO_FIX,
+    OPJ_J2K_MAXRLVLS,
+    CParameters,
+    GuardedCParameters,
+    GuardedDParameters,
+    Image,
+    ImageCompParam,
+    Library,
+    MessageFn,
+    OpenJpegError,
+    OpenJpegUnavailable,
+    ReadFn,
+    SeekFn,
+    SkipFn,
+    WriteFn,
+    candidates,
+    load,
+)
+
+__all__ = [
+    "ENV_LIBRARY",
+    "HOW_TO_FIX",
+    "Decoded",
+    "EncodeOptions",
+    "OpenJpegError",
+    "OpenJpegUnavailable",
+    "decode",
+    "encode",
+    "library",
+    "version",
+]
+
 OPJ_CODEC_J2K = 0
 OPJ_CLRSPC_UNSPECIFIED = 0
 CSTY_PRECINCTS, CSTY_SOP, CSTY_EPH = 0x01, 0x02, 0x04
@@ -41,167 +67,6 @@ CODEBLOCK_STYLES = 0x3F  # bypass, reset, terminate all, vertical causal, predic
 STREAM_CHUNK = 1 << 16
 MAX_COMPONENTS = 4
 MAX_SIDE = 1 << 16  # larger planes are not tiles; refusing them keeps allocations bounded
-GUARD = b"\xa5" * 4096  # absorbs (and reveals) a library whose parameter structs are larger
-
-c_size_t = ctypes.c_size_t
-c_int64 = ctypes.c_int64
-c_uint32 = ctypes.c_uint32
-c_int = ctypes.c_int
-
-
-class OpenJpegError(ValueError):
-    """OpenJPEG refused the input or failed; the message carries OpenJPEG's own words."""
-
-
-class OpenJpegUnavailable(OpenJpegError):
-    """No usable OpenJPEG 2.5 library was found."""
-
-
-class PocStruct(ctypes.Structure):  # opj_poc_t
-    _fields_ = [
-        ("resno0", c_uint32),
-        ("compno0", c_uint32),
-        ("layno1", c_uint32),
-        ("resno1", c_uint32),
-        ("compno1", c_uint32),
-        ("layno0", c_uint32),
-        ("precno0", c_uint32),
-        ("precno1", c_uint32),
-        ("prg1", c_int),
-        ("prg", c_int),
-        ("progorder", ctypes.c_char * 5),
-        ("tile", c_uint32),
-        ("tx0", ctypes.c_int32),
-        ("tx1", ctypes.c_int32),
-        ("ty0", ctypes.c_int32),
-        ("ty1", ctypes.c_int32),
-        *[(name, c_uint32) for name in ("layS", "resS", "compS", "prcS")],
-        *[(name, c_uint32) for name in ("layE", "resE", "compE", "prcE")],
-        *[(name, c_uint32) for name in ("txS", "txE", "tyS", "tyE", "dx", "dy")],
-        *[(name, c_uint32) for name in ("lay_t", "res_t", "comp_t", "prc_t", "tx0_t", "ty0_t")],
-    ]
-
-
-class CParameters(ctypes.Structure):  # opj_cparameters_t
-    _fields_ = [
-        ("tile_size_on", c_int),
-        ("cp_tx0", c_int),
-        ("cp_ty0", c_int),
-        ("cp_tdx", c_int),
-        ("cp_tdy", c_int),
-        ("cp_disto_alloc", c_int),
-        ("cp_fixed_alloc", c_int),
-        ("cp_fixed_quality", c_int),
-        ("cp_matrice", ctypes.c_void_p),
-        ("cp_comment", ctypes.c_char_p),
-        ("csty", c_int),
-        ("prog_order", c_int),
-        ("POC", PocStruct * 32),
-        ("numpocs", c_uint32),
-        ("tcp_numlayers", c_int),
-        ("tcp_rates", ctypes.c_float * 100),
-        ("tcp_distoratio", ctypes.c_float * 100),
-        ("numresolution", c_int),
-        ("cblockw_init", c_int),
-        ("cblockh_init", c_int),
-        ("mode", c_int),
-        ("irreversible", c_int),
-        ("roi_compno", c_int),
-        ("roi_shift", c_int),
-        ("res_spec", c_int),
-        ("prcw_init", c_int * OPJ_J2K_MAXRLVLS),
-        ("prch_init", c_int * OPJ_J2K_MAXRLVLS),
-        ("infile", ctypes.c_char * OPJ_PATH_LEN),
-        ("outfile", ctypes.c_char * OPJ_PATH_LEN),
-        ("index_on", c_int),
-        ("index", ctypes.c_char * OPJ_PATH_LEN),
-        ("image_offset_x0", c_int),
-        ("image_offset_y0", c_int),
-        ("subsampling_dx", c_int),
-        ("subsampling_dy", c_int),
-        ("decod_format", c_int),
-        ("cod_format", c_int),
-        ("jpwl_epc_on", c_int),
-        ("jpwl_hprot_MH", c_int),
-        ("jpwl_hprot_TPH_tileno", c_int * JPWL_MAX_NO_TILESPECS),
-        ("jpwl_hprot_TPH", c_int * JPWL_MAX_NO_TILESPECS),
-        ("jpwl_pprot_tileno", c_int * JPWL_MAX_NO_PACKSPECS),
-        ("jpwl_pprot_packno", c_int * JPWL_MAX_NO_PACKSPECS),
-        ("jpwl_pprot", c_int * JPWL_MAX_NO_PACKSPECS),
-        ("jpwl_sens_size", c_int),
-        ("jpwl_sens_addr", c_int),
-        ("jpwl_sens_range", c_int),
-        ("jpwl_sens_MH", c_int),
-        ("jpwl_sens_TPH_tileno", c_int * JPWL_MAX_NO_TILESPECS),
-        ("jpwl_sens_TPH", c_int * JPWL_MAX_NO_TILESPECS),
-        ("cp_cinema", c_int),
-        ("max_comp_size", c_int),
-        ("cp_rsiz", c_int),
-        ("tp_on", ctypes.c_char),
-        ("tp_flag", ctypes.c_char),
-        ("tcp_mct", ctypes.c_char),
-        ("jpip_on", c_int),
-        ("mct_data", ctypes.c_void_p),
-        ("max_cs_size", c_int),
-        ("rsiz", ctypes.c_uint16),
-    ]
-
-
-class GuardedCParameters(ctypes.Structure):
-    _fields_ = [("p", CParameters), ("guard", ctypes.c_char * len(GUARD))]
-
-
-class GuardedDParameters(ctypes.Structure):
-    """opj_dparameters_t is only ever filled with the library's defaults and passed back, so
-    its fields are not declared: its 2 path buffers and a few ints fit in the space reserved."""
-
-    _fields_ = [
-        ("opaque", ctypes.c_char * (3 * OPJ_PATH_LEN + 1024)),
-        ("guard", ctypes.c_char * len(GUARD)),
-    ]
-
-
-class ImageComp(ctypes.Structure):  # opj_image_comp_t
-    _fields_ = [
-        *[(name, c_uint32) for name in ("dx", "dy", "w", "h", "x0", "y0", "prec", "bpp")],
-        ("sgnd", c_uint32),
-        ("resno_decoded", c_uint32),
-        ("factor", c_uint32),
-        ("data", ctypes.POINTER(ctypes.c_int32)),
-        ("alpha", ctypes.c_uint16),
-    ]
-
-
-class Image(ctypes.Structure):  # opj_image_t
-    _fields_ = [
-        ("x0", c_uint32),
-        ("y0", c_uint32),
-        ("x1", c_uint32),
-        ("y1", c_uint32),
-        ("numcomps", c_uint32),
-        ("color_space", c_int),
-        ("comps", ctypes.POINTER(ImageComp)),
-        ("icc_profile_buf", ctypes.c_void_p),
-        ("icc_profile_len", c_uint32),
-    ]
-
-
-class ImageCompParam(ctypes.Structure):  # opj_image_cmptparm_t
-    _fields_ = [
-        (name, c_uint32) for name in ("dx", "dy", "w", "h", "x0", "y0", "prec", "bpp", "sgnd")
-    ]
-
-
-# Sizes on LP64 (Linux/macOS x86-64 and arm64) as the header lays the structs out.
-assert ctypes.sizeof(PocStruct) == 148
-assert ctypes.sizeof(ImageComp) == 64 and ctypes.sizeof(Image) == 48
-assert ctypes.sizeof(ImageCompParam) == 36
-
-MessageFn = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_void_p)
-ReadFn = ctypes.CFUNCTYPE(c_size_t, ctypes.c_void_p, c_size_t, ctypes.c_void_p)
-WriteFn = ctypes.CFUNCTYPE(c_size_t, ctypes.c_void_p, c_size_t, ctypes.c_void_p)
-SkipFn = ctypes.CFUNCTYPE(c_int64, c_int64, ctypes.c_void_p)
-SeekFn = ctypes.CFUNCTYPE(c_int, c_int64, ctypes.c_void_p)
 STREAM_FAILED = ctypes.c_size_t(-1).value
 
 
@@ -321,110 +186,20 @@ _SKIP = SkipFn(_skip)
 _SEEK = SeekFn(_seek)
 
 
-# --------------------------------------------------------------------------- library
-
-
-def _candidates() -> list[Path | str]:
-    out: list[Path | str] = []
-    for package in ("imagecodecs", "PIL"):
-        try:
-            module = __import__(package)
-        except ImportError:
-            continue
-        site = Path(module.__file__ or "").resolve().parent.parent
-        libs = "pillow.libs" if package == "PIL" else f"{package}.libs"
-        out += sorted((site / libs).glob("libopenjp2*.so*"))
-    found = ctypes.util.find_library("openjp2")
-    if found:
-        out.append(found)
-    return out
-
-
-def _declare(lib: ctypes.CDLL) -> None:
-    vp = ctypes.c_void_p
-    signatures: dict[str, tuple[object, list[object]]] = {
-        "opj_version": (ctypes.c_char_p, []),
-        "opj_set_default_encoder_parameters": (None, [vp]),
-        "opj_set_default_decoder_parameters": (None, [vp]),
-        "opj_create_compress": (vp, [c_int]),
-        "opj_create_decompress": (vp, [c_int]),
-        "opj_destroy_codec": (None, [vp]),
-        "opj_setup_encoder": (c_int, [vp, vp, vp]),
-        "opj_setup_decoder": (c_int, [vp, vp]),
-        "opj_codec_set_threads": (c_int, [vp, c_int]),
-        "opj_set_error_handler": (c_int, [vp, MessageFn, vp]),
-        "opj_set_warning_handler": (c_int, [vp, MessageFn, vp]),
-        "opj_set_info_handler": (c_int, [vp, MessageFn, vp]),
-        "opj_image_create": (ctypes.POINTER(Image), [c_uint32, vp, c_int]),
-        "opj_image_destroy": (None, [vp]),
-        "opj_stream_create": (vp, [c_size_t, c_int]),
-        "opj_stream_destroy": (None, [vp]),
-        "opj_stream_set_read_function": (None, [vp, ReadFn]),
-        "opj_stream_set_write_function": (None, [vp, WriteFn]),
-        "opj_stream_set_skip_function": (None, [vp, SkipFn]),
-        "opj_stream_set_seek_function": (None, [vp, SeekFn]),
-        "opj_stream_set_user_data": (None, [vp, vp, vp]),
-        "opj_stream_set_user_data_length": (None, [vp, ctypes.c_uint64]),
-        "opj_start_compress": (c_int, [vp, vp, vp]),
-        "opj_encode": (c_int, [vp, vp]),
-        "opj_end_compress": (c_int, [vp, vp]),
-        "opj_read_header": (c_int, [vp, vp, ctypes.POINTER(ctypes.POINTER(Image))]),
-        "opj_decode": (c_int, [vp, vp, vp]),
-        "opj_end_decompress": (c_int, [vp, vp]),
-    }
-    for name, (restype, argtypes) in signatures.items():
-        function = getattr(lib, name)
-        function.restype = restype
-        function.argtypes = argtypes
-
-
-def _layout_matches(lib: ctypes.CDLL) -> bool:
-    """The library's encoder defaults land on the fields where this module declares them, and
-    its struct has exactly the declared size: it clears every byte of ours (pre-filled with a
-    marker) and writes nothing past them."""
-    params = GuardedCParameters()
-    ctypes.memset(ctypes.byref(params), 0x5A, ctypes.sizeof(CParameters))
-    params.guard = GUARD
-    lib.opj_set_default_encoder_parameters(ctypes.byref(params))
-    p = params.p
-    cleared = bytes(params)[: ctypes.sizeof(CParameters)].count(0x5A) == 0
-    return (
-        cleared
-        and bytes(params.guard) == GUARD
-        and (p.numresolution, p.cblockw_init, p.cblockh_init, p.prog_order) == (6, 64, 64, 0)
-        and (p.roi_compno, p.subsampling_dx, p.subsampling_dy) == (-1, 1, 1)
-        and (p.decod_format, p.cod_format, p.max_comp_size, p.rsiz) == (-1, -1, 0, 0)
-        and p.tcp_numlayers == 0
-        and p.max_cs_size == 0
-    )
-
-
 @cache
+def _loaded() -> Library:
+    return load(candidates())
+
+
 def library() -> ctypes.CDLL:
-    """The first OpenJPEG 2.5 library found whose struct layout matches this module's."""
-    tried = []
-    for candidate in _candidates():
-        try:
-            lib = ctypes.CDLL(str(candidate))
-            _declare(lib)
-        except (OSError, AttributeError) as exc:
-            tried.append(f"{candidate}: {exc}")
-            continue
-        version = (lib.opj_version() or b"").decode()
-        if not version.startswith("2.5."):
-            tried.append(f"{candidate}: version {version}")
-        elif not _layout_matches(lib):
-            tried.append(f"{candidate}: opj_cparameters_t layout differs")
-        else:
-            return lib
-    raise OpenJpegUnavailable(
-        "no usable OpenJPEG 2.5 library (looked next to imagecodecs and Pillow and in the "
-        f"system paths): {'; '.join(tried) or 'none found'}"
-    )
+    """The OpenJPEG the binding uses (see :func:`candidates` and :func:`load`), loaded on first
+    use; :class:`OpenJpegUnavailable` when none is usable."""
+    return _loaded().cdll
 
 
 def version() -> str:
-    return str(library().opj_version().decode())
+    """The version of the OpenJPEG the binding uses ("2.5.4")."""
+    return _loaded().version
 
 
 # --------------------------------------------------------------------------- encode
@@ -562,8 +337,7 @@ def encode(
         if not codec:
             raise OpenJpegError("opj_create_compress failed")
         _handlers(lib, codec, key)
-        # 0: code in the calling thread (1 would start one worker thread); the pool parallelises.
-        lib.opj_codec_set_threads(codec, 0)
+        _single_thread(lib, codec)
         stream = _stream(lib, key, is_input=False)
         ok = (
             lib.opj_setup_encoder(codec, ctypes.byref(params), image)
@@ -608,8 +382,7 @@ def decode(data: bytes, expected: tuple[int, int] | None = None) -> Decoded:
         if not codec:
             raise OpenJpegError("opj_create_decompress failed")
         _handlers(lib, codec, key)
-        # 0: code in the calling thread (1 would start one worker thread); the pool parallelises.
-        lib.opj_codec_set_threads(codec, 0)
+        _single_thread(lib, codec)
         stream = _stream(lib, key, is_input=True)
         lib.opj_stream_set_user_data_length(stream, len(data))
         ok = lib.opj_setup_decoder(codec, ctypes.byref(params)) and lib.opj_read_header(
@@ -633,6 +406,13 @@ def decode(data: bytes, expected: tuple[int, int] | None = None) -> Decoded:
         if image:
             lib.opj_image_destroy(image)
         del _calls[key]
+
+
+def _single_thread(lib: ctypes.CDLL, codec: int) -> None:
+    # 0: code in the calling thread (1 would start one worker thread); the pool parallelises.
+    # Before 2.2 OpenJPEG had no threads and no such function.
+    if hasattr(lib, "opj_codec_set_threads"):
+        lib.opj_codec_set_threads(codec, 0)
 
 
 def _handlers(lib: ctypes.CDLL, codec: int, key: int) -> None:
