@@ -64,7 +64,8 @@ def test_reruns_equal_a_fresh_run_of_the_same_command(
     src, strong = archive
     dst = tmp_path / "dst"
     # Run 1: embedded profiles only; the bare slide is skipped.
-    assert run_cli(capsys, "migrate", src, dst, "--workers", "1", "--json")[0] == 0
+    # Exit 4: a slide was left without a profile.
+    assert run_cli(capsys, "migrate", src, dst, "--workers", "1", "--json")[0] == 4
     first = rows(dst)
     assert first["a/embedded.svs"]["profile_description"] == "ScanScope v1"
     assert first["a/embedded.svs"]["target_description"] == "sRGB"
@@ -103,10 +104,10 @@ def test_reruns_equal_a_fresh_run_of_the_same_command(
     # Run 4, the first command again: back to ScanScope for the embedded slide, and the bare
     # slide's copy goes, as a fresh run of that command writes none.
     code, out, _err = run_cli(capsys, "migrate", src, dst, "--workers", "1")
-    assert code == 0 and "2 redone as the profile" in out
+    assert code == 4 and "2 redone as the profile" in out
     assert "no source profile is chosen for it now" in out
     fresh = tmp_path / "fresh-plain"
-    assert run_cli(capsys, "migrate", src, fresh, "--workers", "1", "--quiet")[0] == 0
+    assert run_cli(capsys, "migrate", src, fresh, "--workers", "1", "--quiet")[0] == 4
     assert outputs(dst) == outputs(fresh) and list(outputs(dst)) == ["a/embedded.svs"]
 
     # An intent change is a changed choice too; the dry run says so before anything is done.
@@ -120,7 +121,7 @@ def test_journal_of_the_previous_version_is_upgraded(
 ) -> None:
     src, _strong = archive
     dst = tmp_path / "dst"
-    assert run_cli(capsys, "migrate", src, dst, "--workers", "1", "--quiet")[0] == 0
+    assert run_cli(capsys, "migrate", src, dst, "--workers", "1", "--quiet")[0] == 4
     before = outputs(dst)
     # Make it a schema-1 journal: no target columns, schema '1'.
     db = sqlite3.connect(dst / JOURNAL_NAME)
@@ -133,7 +134,7 @@ def test_journal_of_the_previous_version_is_upgraded(
     code, out, _err = run_cli(capsys, "migrate", src, dst, "--dry-run", "--json")
     assert code == 0 and json.loads(out)["redone"] == [] and json.loads(out)["to_do"] == 0
     code, out, _err = run_cli(capsys, "migrate", src, dst, "--workers", "1")
-    assert code == 0 and "redone as" not in out and "0 slides" in out
+    assert code == 4 and "redone as" not in out and "0 slides" in out
     assert outputs(dst) == before
     db = sqlite3.connect(dst / JOURNAL_NAME)
     assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == "2"

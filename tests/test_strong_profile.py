@@ -116,8 +116,8 @@ def test_strong_profile_copies_pass_and_tampered_tiles_fail(
         capsys, "apply", original, copy, "--profile", strong, "--verify", "--workers", "1"
     )
     assert code == 0, err
-    verified = [line for line in out.splitlines() if "verified" in line]
-    assert len(verified) == 1 and "verified OK" in verified[0], out
+    verified = [line for line in out.splitlines() if "verification" in line]
+    assert len(verified) == 1 and "verification passed" in verified[0], out
     assert "floor" in verified[0]
     result = verify(original, copy, profile=strong)
     assert result.ok, result.problems
@@ -173,7 +173,7 @@ def test_tiny_real_slide_passes_apply_verify(
         capsys, "apply", OPENSLIDE_SMALL, copy, "--profile", SCANSCOPE, "--verify"
     )
     assert code == 0, err
-    assert "verified OK" in out
+    assert "verification passed" in out
     assert copy.exists()
 
 
