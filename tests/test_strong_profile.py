@@ -1,9 +1,11 @@
 """Verdicts with a strong source profile, and the profile policy of svsicc.plan.
 
-The strong profile is a real ICC v2 matrix/TRC profile written byte by byte
-(``svsicc.synthetic.matrix_trc_profile``): linear light with sRGB primaries, which lifts mid-grey
-128 to about 188 in sRGB, as strong as a real Aperio AT2 profile (128 -> 191). Fixed limits
-failed correct copies made with such profiles; verify now judges them against the floor.
+The strong profiles are real ICC v2 profiles written byte by byte: a matrix/TRC one
+(``svsicc.synthetic.matrix_trc_profile``), linear light with sRGB primaries, which lifts mid-grey
+128 to about 188 in sRGB, as strong as a real Aperio AT2 profile (128 -> 191), and the same
+transform as a scanner-class 16-bit LUT (``lut_profile``, mft2 A2B0), as Aperio builds theirs.
+Fixed limits failed correct copies made with such profiles; verify now judges them against the
+floor.
 Every copy is written by the real ``svsicc apply``; tampered copies are real copies with one
 tile's data or offsets changed.
 """
@@ -25,6 +27,7 @@ from svsicc.slide import read_slide
 from svsicc.synthetic import (
     SlideSpec,
     load_real_pixels,
+    lut_profile,
     matrix_trc_profile,
     mosaic,
     preset,
@@ -49,10 +52,19 @@ def pixels() -> np.ndarray:
     return mosaic(load_real_pixels(), 960, 720, seed=1)
 
 
-def test_written_profile_is_real_and_strong(strong: Path) -> None:
+@pytest.fixture(scope="module")
+def strong_lut(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("icc") / "linear-srgb-lut.icc"
+    path.write_bytes(lut_profile())
+    return path
+
+
+@pytest.mark.parametrize("kind", ["matrix", "lut"])
+def test_written_profile_is_real_and_strong(kind: str, strong: Path, strong_lut: Path) -> None:
+    path = strong if kind == "matrix" else strong_lut
     # LittleCMS itself, through Pillow, not svsicc's table: the profile must load and be strong.
     transform = ImageCms.buildTransform(
-        ImageCms.getOpenProfile(io.BytesIO(strong.read_bytes())),
+        ImageCms.getOpenProfile(io.BytesIO(path.read_bytes())),
         ImageCms.getOpenProfile(str(SRGB)),
         "RGB",
         "RGB",
@@ -62,8 +74,12 @@ def test_written_profile_is_real_and_strong(strong: Path) -> None:
     out = np.asarray(ImageCms.applyTransform(greys, transform))
     assert out[0, 0].tolist() == [0, 0, 0] and out[0, 2].tolist() == [255, 255, 255]
     assert np.abs(out[0, 1].astype(int) - 188).max() <= 1  # linear 0.502 -> sRGB 0.735
-    profile = svsicc.colour.IccProfile.from_file(strong)
-    assert profile.description == "Linear sRGB (gamma 1.0, test)"
+    profile = svsicc.colour.IccProfile.from_file(path)
+    assert profile.description.startswith("Linear sRGB")
+    # The LUT profile is a scanner profile with nothing but A2B0, as Aperio's are.
+    assert (path.read_bytes()[12:16], b"A2B0" in path.read_bytes()) == (
+        (b"mntr", False) if kind == "matrix" else (b"scnr", True)
+    )
 
 
 def swap_in(copy: Path, out: Path, page: int, tile: int, data: bytes) -> Path:
@@ -92,6 +108,8 @@ def stored(path: Path, page: int, tile: int) -> bytes:
 
 CASES = {
     "at2-q30": preset("at2", quality=30),
+    "at2-q30-lut": preset("at2", quality=30),
+    "gt450-420-q91-lut": preset("gt450", quality=91, subsampling="4:2:0"),
     "at2-q95": preset("at2", quality=95),
     "gt450-420-q30": preset("gt450", quality=30, subsampling="4:2:0"),
     "gt450-422-q91": preset("gt450", quality=91, subsampling="4:2:2"),
@@ -104,11 +122,14 @@ CASES = {
 def test_strong_profile_copies_pass_and_tampered_tiles_fail(
     case: str,
     strong: Path,
+    strong_lut: Path,
     pixels: np.ndarray,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     spec: SlideSpec = CASES[case]
+    if case.endswith("-lut"):
+        strong = strong_lut  # LittleCMS's LUT path, as real scanner profiles take
     original = write_slide(tmp_path / "orig.svs", pixels, spec.__class__(**{
         **spec.__dict__, "profile": None, "icc_name": None, "downsamples": (1, 4)}))  # fmt: skip
     copy = tmp_path / "copy.svs"
