@@ -160,6 +160,12 @@ def test_strong_profile_copies_pass_and_tampered_tiles_fail(
     code, out, _err = run_cli(capsys, "verify", original, tampered, "--profile", strong)
     assert code == 1 and f"segment {tile}:" in out and "FAIL" in out
 
+    # A tile gone missing (byte count 0): named, even when it is not among the sampled ones.
+    missing = swap_in(copy, tmp_path / "missing.svs", 0, 7, b"")
+    failed = verify(original, missing, profile=strong, sample=1, seed=0)
+    assert not failed.ok
+    assert "IFD 0, segment 7: segment 7 is empty in the copy only" in failed.problems
+
     # Two tiles swapped: both named.
     first, second = stored(copy, 0, 2), stored(copy, 0, 9)
     swapped = swap_in(copy, tmp_path / "swapped.svs", 0, 2, second)
