@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__, tiff
-from .colour import ColourTable, IccProfile, Intent, default_target
+from .colour import ColourTable, IccProfile, Intent
 from .engine import (
     COMPRESSION_JP2K_YCBCR,
     SUPPORTED_COMPRESSIONS,
@@ -33,14 +33,13 @@ from .engine import (
 from .exceptions import (
     AlreadyAppliedError,
     OutputError,
-    ProfileError,
-    SvsiccError,
     TiffFormatError,
     UnsupportedLayoutError,
 )
 from .formats import refuse_unless_aperio
 from .marking import applied_record, mark_applied, rename_profile
 from .output import INTERRUPTED, TempOutput, bigtiff_twin, copy_ranges, gaps, output_error
+from .plan import ConversionPlan, ProfileChoice, ProfileSource
 from .slide import Page, Role, Slide, read_slide
 
 # LittleCMS maps Aperio's HP sRGB profile to the compact sRGB with at most one level of rounding
@@ -48,8 +47,6 @@ from .slide import Page, Role, Slide, read_slide
 IDENTITY_TOLERANCE = 1
 # Gaps this small between rewritten segments are alignment padding, reusable once checked free.
 MAX_PADDING_GAP = 64
-
-ProfileSource = str | os.PathLike[str] | bytes | IccProfile | None
 
 
 @dataclass(frozen=True)
@@ -86,6 +83,7 @@ class ApplyResult:
     seconds: float
     bad_segments: tuple[BadSegment, ...] = field(default=())
     workers: int = 1  # processes that decoded, converted and encoded
+    replaced_profile: IccProfile | None = None  # the embedded profile --profile overrode
 
     @property
     def segments_per_second(self) -> float:
@@ -105,6 +103,9 @@ class ApplyResult:
             "output": str(self.output),
             "profile": self.profile.summary(),
             "profile_origin": self.profile_origin,
+            "replaced_profile": None
+            if self.replaced_profile is None
+            else self.replaced_profile.summary(),
             "target": self.target.summary(),
             "intent": self.intent.label,
             "identity": self.identity,
@@ -120,22 +121,6 @@ class ApplyResult:
         }
 
 
-def load_profile(value: ProfileSource, what: str = "profile") -> IccProfile | None:
-    if value is None or isinstance(value, IccProfile):
-        return value
-    if isinstance(value, bytes):
-        return IccProfile.from_bytes(value, f"{what} bytes")
-    return IccProfile.from_file(Path(os.fspath(value)))
-
-
-def find_embedded_profile(slide: Slide) -> tuple[bytes, Page] | None:
-    """Tag 34675 from IFD0, else from the first level or thumbnail that has one (GT450)."""
-    for page in slide.pages:
-        if page.role in (Role.LEVEL, Role.THUMBNAIL) and page.icc_profile:
-            return page.icc_profile, page
-    return None
-
-
 def apply(
     source: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -143,6 +128,7 @@ def apply(
     profile: ProfileSource = None,
     target: ProfileSource = None,
     intent: Intent | str | None = None,
+    fallback_profile: ProfileSource = None,
     in_place: bool = False,
     overwrite: bool = False,
     workers: int | None = None,
@@ -151,6 +137,7 @@ def apply(
     progress: ProgressCallback | None = None,
     pool: WorkerPool | None = None,
     before_commit: Callable[[Path, ApplyResult], None] | None = None,
+    on_plan: Callable[[ConversionPlan], None] | None = None,
 ) -> ApplyResult:
     """Write ``output``: ``source`` with every pyramid level and the thumbnail converted from
     its ICC profile to ``target`` (default: a compact sRGB), every other byte kept, and marked.
@@ -163,7 +150,9 @@ def apply(
         source: an Aperio SVS (or Aperio-described .tif). Other formats are refused by content.
         output: the copy to write. Equal to ``source`` only with ``in_place``.
         profile: the source profile (path, bytes or :class:`IccProfile`); overrides the
-            embedded one, and is required when the slide embeds none.
+            embedded one (``ApplyResult.replaced_profile`` names it when they differ).
+        fallback_profile: the source profile only when the slide embeds none
+            (:mod:`svsicc.plan`).
         target: the target profile; default a compact ICC v2 sRGB.
         intent: ``Intent`` or its name; default the source profile's own (perceptual for
             ScanScope v1).
@@ -177,6 +166,8 @@ def apply(
             ``ApplyResult.bad_segments``) instead of failing.
         progress: called as ``progress(done, total)`` (segments) from the calling thread after
             each segment is written, e.g. :class:`svsicc.progress.ProgressBar`.
+        on_plan: called with the :class:`~svsicc.plan.ConversionPlan` before any work (the
+            command line says there when --profile replaces an embedded profile).
         pool: a :class:`WorkerPool` to reuse across calls (``workers`` is then ignored and the
             pool is left open); by default apply starts and closes its own.
         before_commit: called as ``before_commit(temp_path, result)`` with the finished, flushed
@@ -208,14 +199,16 @@ def apply(
     src = Path(source)
     dst = Path(output)
     _check_paths(src, dst, in_place, overwrite)
-    override = load_profile(profile)
-    target_profile = load_profile(target, "target profile") or default_target()
+    choice = ProfileChoice.load(profile, fallback_profile, target, intent)
     with tiff.TiffReader(src) as reader:
         refuse_unless_aperio(reader)
         slide = read_slide(reader)
         refuse_unless_applicable(src, slide)
-        source_profile, origin = choose_source_profile(src, slide, override)
-        chosen_intent = resolve_intent(intent, source_profile)
+        plan = choice.plan(slide)
+        if on_plan is not None:
+            on_plan(plan)
+        source_profile, origin = plan.source, plan.origin
+        target_profile, chosen_intent = plan.target, plan.intent
         table = ColourTable.load_or_build(source_profile, target_profile, chosen_intent)
         identity = source_profile.sha256 == target_profile.sha256 or table.is_identity(
             IDENTITY_TOLERANCE
@@ -260,6 +253,7 @@ def apply(
                     seconds=0.0,
                     bad_segments=bad,
                     workers=run_pool.workers if run_pool is not None else 1,
+                    replaced_profile=plan.replaced,
                 )
                 if before_commit is not None:
                     before_commit(out.path, result)
@@ -290,39 +284,6 @@ def refuse_unless_applicable(src: Path, slide: Slide) -> None:
             f"the profile {record.source_description!r} was already applied "
             f"({record.by}); applying it again would double the correction",
         )
-
-
-def choose_source_profile(
-    src: Path, slide: Slide, override: IccProfile | None
-) -> tuple[IccProfile, str]:
-    """--profile, else the embedded one, else an error; and where it came from."""
-    if override is not None:
-        return override, "--profile"
-    embedded = find_embedded_profile(slide)
-    if embedded is None:
-        raise ProfileError(
-            src,
-            "the slide has no embedded ICC profile",
-            hint="pass {profile} with the scanner's profile",
-        )
-    data, page = embedded
-    return IccProfile.from_bytes(data, f"{src}: IFD {page.index} tag 34675"), (
-        f"embedded (IFD {page.index})"
-    )
-
-
-def resolve_intent(value: Intent | str | None, source: IccProfile) -> Intent:
-    """The requested intent, else the source profile's own."""
-    if value is None:
-        return source.default_intent
-    if isinstance(value, Intent):
-        return value
-    try:
-        return Intent.parse(value)
-    except ValueError as exc:
-        raise SvsiccError(
-            None, str(exc), hint="use perceptual, relative, saturation or absolute"
-        ) from None
 
 
 def _check_paths(src: Path, dst: Path, in_place: bool, overwrite: bool) -> None:

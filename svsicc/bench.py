@@ -19,22 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from . import tiff
-from .apply import (
-    IDENTITY_TOLERANCE,
-    ProfileSource,
-    choose_source_profile,
-    load_profile,
-    pages_to_rewrite,
-    refuse_unless_applicable,
-    resolve_intent,
-)
-from .colour import ColourTable, IccProfile, Intent, default_target
+from .apply import IDENTITY_TOLERANCE, pages_to_rewrite, refuse_unless_applicable
+from .colour import ColourTable, IccProfile, Intent
 from .engine import CODEC_ERRORS, PageJob, default_workers, make_codec
 from .exceptions import (
     SvsiccError,
     TileDecodeError,
     UnsupportedLayoutError,
 )
+from .plan import ProfileChoice, ProfileSource
 from .slide import Page, read_slide
 
 DEFAULT_TILES = 200
@@ -135,18 +128,19 @@ def bench_slide(
     target: ProfileSource = None,
     intent: Intent | str | None = None,
     tiles: int = DEFAULT_TILES,
+    fallback_profile: ProfileSource = None,
 ) -> BenchResult:
     """Time read, decode, colour, encode and write (to memory) on ``tiles`` level-0 tiles."""
     if tiles < 1:
         raise SvsiccError(path, f"--tiles must be at least 1, not {tiles}")
     src = Path(path)
-    override = load_profile(profile)
-    target_profile = load_profile(target, "target profile") or default_target()
+    choice = ProfileChoice.load(profile, fallback_profile, target, intent)
     with tiff.TiffReader(src) as reader:
         slide = read_slide(reader)
         refuse_unless_applicable(src, slide)
-        source_profile, origin = choose_source_profile(src, slide, override)
-        chosen_intent = resolve_intent(intent, source_profile)
+        plan = choice.plan(slide)
+        source_profile, origin = plan.source, plan.origin
+        target_profile, chosen_intent = plan.target, plan.intent
         # apply's own checks: the pages it would rewrite, refusing what it would refuse.
         pages = pages_to_rewrite(slide, include_associated=False)
         started = time.perf_counter()
@@ -267,6 +261,8 @@ def format_bench(result: BenchResult) -> str:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from .cli import add_colour_options
+
     p = sub.add_parser(
         "bench",
         help="time each stage of apply per tile on a slide, writing nothing",
@@ -274,15 +270,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "write (to memory) for each on one core. Writes no file (the colour-table cache apart).",
     )
     p.add_argument("input", metavar="SLIDE", help="the slide (.svs / .tif); opened read-only")
-    p.add_argument("--profile", metavar="ICC", help="source profile (default: the embedded one)")
-    p.add_argument(
-        "--target", metavar="ICC", help="target profile (default: a compact ICC v2 sRGB)"
-    )
-    p.add_argument(
-        "--intent",
-        choices=["perceptual", "relative", "saturation", "absolute"],
-        help="rendering intent (default: the source profile's own)",
-    )
+    add_colour_options(p)
     p.add_argument(
         "--tiles",
         type=_positive_int,
@@ -311,6 +299,7 @@ def _run_bench(args: argparse.Namespace) -> int:
         target=args.target,
         intent=args.intent,
         tiles=args.tiles,
+        fallback_profile=args.fallback_profile,
     )
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))

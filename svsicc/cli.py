@@ -24,6 +24,10 @@ from .exceptions import (
     VerificationError,
 )
 from .output import INTERRUPTED
+from .plan import ConversionPlan
+
+if TYPE_CHECKING:
+    from .verify import VerifyResult
 
 if TYPE_CHECKING:
     from .apply import ApplyResult
@@ -78,11 +82,37 @@ def add_workers_option(parser: argparse.ArgumentParser, help: str) -> None:
     parser.add_argument("--workers", type=at_least_one(), default=None, metavar="N", help=help)
 
 
-def add_colour_options(parser: argparse.ArgumentParser) -> None:
-    """--profile, --target and --intent, shared by apply and migrate."""
+def add_profile_options(parser: argparse.ArgumentParser) -> None:
+    """--profile and --fallback-profile: the policy of svsicc.plan, shared by every command."""
     parser.add_argument(
-        "--profile", metavar="ICC", help="source profile: overrides or supplies the embedded one"
+        "--profile",
+        metavar="ICC",
+        help="source profile for every slide: overrides an embedded one (said on stderr when "
+        "they differ)",
     )
+    parser.add_argument(
+        "--fallback-profile",
+        metavar="ICC",
+        help="source profile only for slides that embed none",
+    )
+
+
+def add_verify_option(parser: argparse.ArgumentParser, on_failure: str) -> None:
+    """--verify [N], shared by apply and migrate."""
+    parser.add_argument(
+        "--verify",
+        nargs="?",
+        const=64,
+        type=at_least_one("N (tiles per level) "),
+        metavar="N",
+        help="verify the copy against its original (N random tiles per level, default 64) "
+        f"before it is renamed into place; {on_failure}",
+    )
+
+
+def add_colour_options(parser: argparse.ArgumentParser) -> None:
+    """--profile, --fallback-profile, --target and --intent, shared by apply, migrate, bench."""
+    add_profile_options(parser)
     parser.add_argument(
         "--target", metavar="ICC", help="target profile (default: a compact ICC v2 sRGB)"
     )
@@ -128,15 +158,7 @@ def _register_apply(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="what to do with a tile that cannot be decoded or is damaged (default: fail the "
         "slide; keep: keep its bytes and record it in the copy)",
     )
-    p.add_argument(
-        "--verify",
-        nargs="?",
-        const=64,
-        type=at_least_one("N (tiles per level) "),
-        metavar="N",
-        help="verify the copy against the original (N random tiles per level, default 64) "
-        "before it is renamed into place; a copy that fails is not kept (exit 1)",
-    )
+    add_verify_option(p, "a copy that fails is not kept (exit 1)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
     p.set_defaults(handler=_run_apply)
@@ -165,6 +187,7 @@ def _run_apply(args: argparse.Namespace) -> int:
             args.input,
             output,
             profile=args.profile,
+            fallback_profile=args.fallback_profile,
             target=args.target,
             intent=args.intent,
             in_place=args.in_place,
@@ -174,6 +197,7 @@ def _run_apply(args: argparse.Namespace) -> int:
             keep_bad_tiles=args.on_bad_tile == "keep",
             progress=bar,
             before_commit=check,
+            on_plan=lambda plan: _say_override(plan, args.input),
         )
     finally:
         bar.close()
@@ -222,17 +246,18 @@ def _verification_line(outcome: VerifyResult) -> str:
     )
     if outcome.identity:
         return f"{head}, every tile byte-identical to the original"
-    levels = [p for p in outcome.pages if p.role == "level"] or list(outcome.pages)
     checked = sum(p.segments_checked for p in outcome.pages)
-    worst_psnr = min((p.psnr for p in levels if p.psnr is not None), default=None)
-    worst_de = max((p.delta_e2000_mean for p in levels), default=0.0)
-    limits = outcome.tolerances
-    psnr = "exact" if worst_psnr is None else f"PSNR {worst_psnr:.1f} dB"
     return (
-        f"{head}, every tile readable; {checked:,} tiles and strips equal LittleCMS applied to "
-        f"the original (worst level {psnr}, mean dE2000 {worst_de:.2f}; limits "
-        f"{limits.min_psnr_db:g} dB, {limits.max_delta_e_mean:g})"
+        f"{head}, every tile readable; {checked:,} tiles and strips within the floor of "
+        f"LittleCMS applied to the original and re-encoded once ({outcome.closest_to_floor()})"
     )
+
+
+def _say_override(plan: ConversionPlan, path: str) -> None:
+    """--profile replacing an embedded profile is said before the work starts, on stderr."""
+    notice = plan.override_notice(path)
+    if notice is not None:
+        print(notice, file=sys.stderr, flush=True)
 
 
 def _register_info(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

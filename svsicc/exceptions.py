@@ -39,6 +39,7 @@ OPTIONS: dict[str, Option] = {
     "overwrite": Option("overwrite=True", "--overwrite"),
     "in_place": Option("in_place=True", "--in-place"),
     "profile": Option("profile=<ICC file>", "--profile FILE"),
+    "fallback_profile": Option("fallback_profile=<ICC file>", "--fallback-profile FILE"),
     "output": Option("output", "OUTPUT"),
     "original": Option("original", "ORIGINAL"),
     "sample": Option("sample", "--sample"),

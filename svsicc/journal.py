@@ -23,7 +23,9 @@ from . import __version__
 from .exceptions import OutputError
 
 JOURNAL_NAME = "svsicc-journal.sqlite"
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+# Columns added since schema 1 (a journal of the previous version gains them on open).
+_ADDED_IN_2 = ("target_description", "target_sha256")
 
 RUNNING = "running"
 DONE = "done"
@@ -63,6 +65,8 @@ CREATE TABLE IF NOT EXISTS slides (
     profile_sha256 TEXT NOT NULL DEFAULT '',
     profile_origin TEXT NOT NULL DEFAULT '',
     intent TEXT NOT NULL DEFAULT '',
+    target_description TEXT NOT NULL DEFAULT '',
+    target_sha256 TEXT NOT NULL DEFAULT '',
     segments_rewritten INTEGER NOT NULL DEFAULT 0,
     started_at TEXT NOT NULL DEFAULT '',
     finished_at TEXT NOT NULL DEFAULT '',
@@ -108,6 +112,8 @@ class SlideRecord:
     profile_sha256: str = ""
     profile_origin: str = ""
     intent: str = ""
+    target_description: str = ""
+    target_sha256: str = ""  # empty in rows written by schema 1: read the output's tag then
     segments_rewritten: int = 0
     started_at: str = ""
     finished_at: str = ""
@@ -164,6 +170,9 @@ class Journal:
                     (SCHEMA_VERSION,),
                 )
             schema = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0]
+            if schema == "1":
+                _upgrade_from_1(db)
+                schema = SCHEMA_VERSION
         except sqlite3.DatabaseError as exc:
             raise OutputError(
                 path,
@@ -235,9 +244,23 @@ class Journal:
         return {record.path: record for record in self._iter_records()}
 
     def _iter_records(self) -> Iterator[SlideRecord]:
-        names = ", ".join(RECORD_FIELDS)
+        # A dry run reads a journal of schema 1 as it is (read-only): absent columns keep their
+        # defaults.
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(slides)")}
+        wanted = [name for name in RECORD_FIELDS if name in present]
+        names = ", ".join(wanted)
         for row in self._db.execute(f"SELECT {names} FROM slides ORDER BY path"):
-            yield SlideRecord(**dict(zip(RECORD_FIELDS, row, strict=True)))
+            yield SlideRecord(**dict(zip(wanted, row, strict=True)))
+
+
+def _upgrade_from_1(db: sqlite3.Connection) -> None:
+    """Schema 1 -> 2: the target chosen per slide; old rows keep '' (unknown) until redone."""
+    with _transaction(db):
+        columns = {row[1] for row in db.execute("PRAGMA table_info(slides)")}
+        for name in _ADDED_IN_2:
+            if name not in columns:
+                db.execute(f"ALTER TABLE slides ADD COLUMN {name} TEXT NOT NULL DEFAULT ''")
+        db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION,))
 
 
 class _transaction:

@@ -55,8 +55,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__, tiff
-from .apply import IDENTITY_TOLERANCE, ApplyResult, apply, find_embedded_profile
-from .colour import ColourTable, IccProfile, Intent, default_target
+from .apply import IDENTITY_TOLERANCE, ApplyResult, apply
+from .colour import ColourTable, IccProfile, Intent
 from .engine import PageJob, SegmentProcessor, SegmentTask, default_workers
 from .exceptions import Interrupted, OutputError, ProfileError, SvsiccError, TiffFormatError
 from .info import info_from_slide
@@ -77,7 +77,10 @@ from .journal import (
 )
 from .marking import applied_record
 from .output import TEMP_SUFFIX, TempOutput, output_error, remove_stale_temps, temp_name
+from .plan import ProfileChoice, find_embedded_profile
+from .resume import choice_change
 from .slide import Page, Role, Slide, read_slide
+from .verify import verify_before_commit
 from .worker_signals import shield_worker
 
 LOCK_NAME = ".svsicc-migrate.lock"
@@ -117,6 +120,8 @@ class MigrateOptions:
     target: str | None = None
     intent: str | None = None
     workers: int | None = None
+    fallback_profile: str | None = None
+    verify: int | None = None  # sampled tiles per level checked before a copy lands
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     scheduler: str | None = None
@@ -125,12 +130,14 @@ class MigrateOptions:
     def settings(self) -> dict[str, object]:
         return {
             "profile": self.profile,
+            "fallback_profile": self.fallback_profile,
             "target": self.target,
             "intent": self.intent,
             "workers": self.workers,
             "include": list(self.include),
             "exclude": list(self.exclude),
             "scheduler": self.scheduler,
+            "verify": self.verify,
         }
 
 
@@ -156,27 +163,45 @@ class SlideJob:
     profile: bytes | None
     target: bytes | None
     intent: str | None
+    fallback: bytes | None = None
+    verify: int | None = None
+    redo: str | None = None  # why a slide finished earlier is done again
 
 
 @dataclass(frozen=True)
 class _Colours:
-    profile: IccProfile | None
-    target: IccProfile
-    intent: Intent | None
+    """The run's profile options, loaded once (the policy is :mod:`svsicc.plan`'s)."""
+
+    choice: ProfileChoice
+
+    @property
+    def profile(self) -> IccProfile | None:
+        return self.choice.override
+
+    @property
+    def fallback(self) -> IccProfile | None:
+        return self.choice.fallback
+
+    @property
+    def target(self) -> IccProfile:
+        return self.choice.target_profile
+
+    @property
+    def intent(self) -> Intent | None:
+        return self.choice.intent
+
+    @property
+    def chooses_for_unprofiled(self) -> bool:
+        """Slides without an embedded profile get one (--profile or --fallback-profile)."""
+        return self.choice.override is not None or self.choice.fallback is not None
 
 
 def _load_colours(options: MigrateOptions) -> _Colours:
-    profile = None if options.profile is None else IccProfile.from_file(Path(options.profile))
-    target = default_target() if options.target is None else IccProfile.from_file(options.target)
-    intent = None
-    if options.intent is not None:
-        try:
-            intent = Intent.parse(options.intent)
-        except ValueError as exc:
-            raise SvsiccError(
-                None, str(exc), hint="use perceptual, relative, saturation or absolute"
-            ) from None
-    return _Colours(profile, target, intent)
+    return _Colours(
+        ProfileChoice.load(
+            options.profile, options.fallback_profile, options.target, options.intent
+        )
+    )
 
 
 def _check_dirs(options: MigrateOptions) -> tuple[Path, Path]:
@@ -339,12 +364,19 @@ def _migrate_slide(job: SlideJob, base: SlideRecord, timings: dict[str, float]) 
     t = time.perf_counter()
     source_sha = sha256_file(source)
     timings["hash"] = time.perf_counter() - t
-    if job.profile is None and find_embedded_profile(slide) is None:
+    if job.profile is None and job.fallback is None and find_embedded_profile(slide) is None:
+        if job.redo is not None:
+            # A fresh run of this command writes nothing for it: neither does this one.
+            with contextlib.suppress(FileNotFoundError):
+                output.unlink()
         return base.with_changes(status=SKIPPED, detail=SKIP_NO_PROFILE, source_sha256=source_sha)
     _make_folder(output.parent)
     output_sha: list[str] = []
+    verify_copy = None if job.verify is None else verify_before_commit(job.verify)
 
     def check_before_commit(temp: Path, result: ApplyResult) -> None:
+        if verify_copy is not None:
+            verify_copy(temp, result)  # raises VerificationError: the slide fails, no output
         # The copy must parse and carry the mark before it may take its final name.
         with tiff.TiffReader(temp) as written:
             if applied_record(read_slide(written).description) is None:
@@ -358,6 +390,7 @@ def _migrate_slide(job: SlideJob, base: SlideRecord, timings: dict[str, float]) 
         source,
         output,
         profile=job.profile,
+        fallback_profile=job.fallback,
         target=job.target,
         intent=job.intent,
         overwrite=True,
@@ -374,8 +407,16 @@ def _migrate_slide(job: SlideJob, base: SlideRecord, timings: dict[str, float]) 
         output_size=result.output_bytes,
         profile_description=result.profile.description,
         profile_sha256=result.profile.sha256,
-        profile_origin=result.profile_origin,
+        profile_origin=result.profile_origin
+        + (
+            ""
+            if result.replaced_profile is None
+            else f", replaces embedded {result.replaced_profile.description!r} "
+            f"(sha256 {result.replaced_profile.sha256[:12]})"
+        ),
         intent=result.intent.label,
+        target_description=result.target.description,
+        target_sha256=result.target.sha256,
         segments_rewritten=result.segments_rewritten,
     )
 
@@ -766,6 +807,7 @@ class MigrationReport:
     this_run: tuple[SlideRecord, ...]
     records: tuple[SlideRecord, ...]  # the journal's every row after the run
     stale_temps_removed: int
+    redone: tuple[tuple[str, str], ...] = ()  # (path, why) of slides redone as choices changed
     # Slides found by this run whose journal row says "skipped: no profile", this run's or not.
     left_without_profile: int = 0
 
@@ -795,6 +837,7 @@ class MigrationReport:
                 "processed": len(self.this_run),
                 "input_bytes": sum(r.size for r in self.this_run),
                 "stale_temps_removed": self.stale_temps_removed,
+                "redone": [{"path": path, "why": why} for path, why in self.redone],
                 "left_without_profile": self.left_without_profile,
                 "exit_code": self.exit_code,
                 "statuses": dict(Counter(r.display_status for r in self.this_run)),
@@ -837,12 +880,9 @@ def run_migration(options: MigrateOptions, out: TextIO = sys.stdout) -> Migratio
         stale = remove_stale_temps_under(dst)
         found = discover(src, options.include, options.exclude, skip_dir=dst)
         previous = journal.records()
-        given = colours.profile is not None
-        todo = [
-            s for s in found if needs_work(previous.get(s.rel_path), s, dst / s.rel_path, given)
-        ]
+        todo, redo = _to_do(found, previous, dst, colours)
         todo.sort(key=lambda s: (-s.size, s.rel_path))
-        jobs = [_job(s, dst, colours, options.intent) for s in todo]
+        jobs = [_job(s, dst, colours, options, redo.get(s.rel_path)) for s in todo]
         backend: _Backend
         if not jobs:
             backend = _NothingToDo()
@@ -857,7 +897,9 @@ def run_migration(options: MigrateOptions, out: TextIO = sys.stdout) -> Migratio
             print(
                 f"svsicc migrate {src} -> {dst}: {_count(len(found), 'slide')}, {len(todo)} to do "
                 f"({human_bytes(sum(s.size for s in todo))}), {len(found) - len(todo)} "
-                f"finished earlier; {backend.name}",
+                f"finished earlier"
+                + (f", {len(redo)} redone as their profile choice changed" if redo else "")
+                + f"; {backend.name}",
                 file=out,
                 flush=True,
             )
@@ -868,6 +910,7 @@ def run_migration(options: MigrateOptions, out: TextIO = sys.stdout) -> Migratio
             stream=sys.stderr,
         )
         records: list[SlideRecord] = []
+        replacements: set[str] = set()
         started_paths: set[str] = set()
 
         def start(job: SlideJob) -> None:
@@ -881,6 +924,16 @@ def run_migration(options: MigrateOptions, out: TextIO = sys.stdout) -> Migratio
                 journal.write(record)
                 records.append(record)
                 progress.add(record)
+                replaced = record.profile_origin.partition(", replaces embedded ")[2]
+                if replaced and replaced not in replacements and not options.quiet:
+                    replacements.add(replaced)
+                    progress.clear()
+                    print(
+                        f"svsicc: --profile {record.profile_description!r} replaces the embedded "
+                        f"profile {replaced} (first seen in {record.path})",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 if record.status == FAILED:
                     progress.clear()
                     print(f"svsicc: failed: {record.detail}", file=sys.stderr, flush=True)
@@ -910,6 +963,7 @@ def run_migration(options: MigrateOptions, out: TextIO = sys.stdout) -> Migratio
             this_run=tuple(records),
             records=tuple(after.values()),
             stale_temps_removed=len(stale),
+            redone=tuple(sorted(redo.items())),
             left_without_profile=sum(
                 1
                 for s in found
@@ -922,7 +976,29 @@ def run_migration(options: MigrateOptions, out: TextIO = sys.stdout) -> Migratio
     return report
 
 
-def _job(slide: FoundSlide, dst: Path, colours: _Colours, intent: str | None) -> SlideJob:
+def _to_do(
+    found: list[FoundSlide], previous: dict[str, SlideRecord], dst: Path, colours: _Colours
+) -> tuple[list[FoundSlide], dict[str, str]]:
+    """The slides this run must (re)do, and why each finished one is redone (its profile,
+    target or intent chosen now differs from the journal's: svsicc.resume)."""
+    todo: list[FoundSlide] = []
+    redo: dict[str, str] = {}
+    for slide in found:
+        record, output = previous.get(slide.rel_path), dst / slide.rel_path
+        if needs_work(record, slide, output, colours.chooses_for_unprofiled):
+            todo.append(slide)
+            continue
+        assert record is not None
+        reason = choice_change(record, slide.path, output, colours.choice)
+        if reason is not None:
+            redo[slide.rel_path] = reason
+            todo.append(slide)
+    return todo, redo
+
+
+def _job(
+    slide: FoundSlide, dst: Path, colours: _Colours, options: MigrateOptions, redo: str | None
+) -> SlideJob:
     return SlideJob(
         rel_path=slide.rel_path,
         source=str(slide.path),
@@ -931,7 +1007,10 @@ def _job(slide: FoundSlide, dst: Path, colours: _Colours, intent: str | None) ->
         mtime_ns=slide.mtime_ns,
         profile=None if colours.profile is None else colours.profile.data,
         target=colours.target.data,
-        intent=intent,
+        intent=options.intent,
+        fallback=None if colours.fallback is None else colours.fallback.data,
+        verify=options.verify,
+        redo=redo,
     )
 
 
@@ -991,6 +1070,11 @@ def format_summary(report: MigrationReport, attention_limit: int = 100) -> str:
             f"; {report.stale_temps_removed} stale temporary files removed"
             if report.stale_temps_removed
             else ""
+        )
+        + (
+            f"; {len(report.redone)} redone as the profile, target or intent chosen changed"
+            if report.redone
+            else ""
         ),
         "",
         f"{'status':<26} {'slides':>7} {'this run':>9} {'input':>11} {'output':>11} {'seconds':>9}",
@@ -1013,6 +1097,11 @@ def format_summary(report: MigrationReport, attention_limit: int = 100) -> str:
         f"{human_bytes(sum(r.output_size for r in report.records)):>11} "
         f"{sum(r.seconds for r in report.records):>9.1f}"
     )
+    if report.redone:
+        lines += ["", "redone (choice changed since they were finished):"]
+        lines += [f"  {path}: {why}" for path, why in report.redone[:attention_limit]]
+        if len(report.redone) > attention_limit:
+            lines.append(f"  ... and {len(report.redone) - attention_limit} more")
     attention = [
         r
         for r in report.records
@@ -1072,6 +1161,8 @@ class MigrationPlan:
     estimate: Estimate | None
     to_do: int
     to_do_bytes: int
+    redone: tuple[tuple[str, str], ...] = ()  # finished slides whose choice changed, and why
+    fallback: str | None = None
     # What this run would do with its slides: kind ("convert", "identity", ...) -> count.
     to_do_kinds: tuple[tuple[str, int], ...] = ()
 
@@ -1094,6 +1185,8 @@ class MigrationPlan:
             "to_do_kinds": dict(self.to_do_kinds),
             "profiles": [p.__dict__ for p in self.profiles],
             "profile_override": self.override,
+            "fallback_profile": self.fallback,
+            "redone": [{"path": path, "why": why} for path, why in self.redone],
             "estimate": None if self.estimate is None else self.estimate.__dict__,
         }
 
@@ -1146,7 +1239,7 @@ def plan_migration(options: MigrateOptions) -> MigrationPlan:
         else:
             profiles[("(none)", "")] += 1
             seen = None
-        effective = colours.profile or seen
+        effective = colours.profile or seen or colours.fallback
         if effective is None:
             classified.append(_Classified(slide_found, slide, "no profile"))
             continue
@@ -1166,14 +1259,10 @@ def plan_migration(options: MigrateOptions) -> MigrationPlan:
             ProfileSeen(p.description, p.sha256, p.count, "overridden by --profile")
             for p in profile_rows
         )
-    profile_given = colours.profile is not None
-    todo = [
-        c
-        for c in classified
-        if needs_work(
-            previous.get(c.found.rel_path), c.found, dst / c.found.rel_path, profile_given
-        )
-    ]
+    profile_given = colours.chooses_for_unprofiled
+    to_do, redo = _to_do([c.found for c in classified], previous, dst, colours)
+    todo_paths = {s.rel_path for s in to_do}
+    todo = [c for c in classified if c.found.rel_path in todo_paths]
     workers = _planned_workers(options, len(todo))
     estimate = _estimate(todo, colours, tables, workers)
     counts = Counter(c.kind for c in classified)
@@ -1199,6 +1288,10 @@ def plan_migration(options: MigrateOptions) -> MigrationPlan:
         estimate=estimate,
         to_do=len(todo),
         to_do_bytes=sum(c.found.size for c in todo),
+        redone=tuple(sorted(redo.items())),
+        fallback=None
+        if colours.fallback is None
+        else f"{colours.fallback.description} ({colours.fallback.sha256[:12]})",
         to_do_kinds=tuple(
             (kind, n) for kind in _KIND_LABELS if (n := sum(1 for c in todo if c.kind == kind))
         ),
@@ -1357,9 +1450,9 @@ def format_plan(plan: MigrationPlan) -> str:
         return f"  {label:<22} {count:>7}  {note}"
 
     no_profile = (
-        "converted with --profile"
+        "converted with --profile or --fallback-profile"
         if plan.without_profile_converted
-        else "skipped: nothing written (pass --profile ICC)"
+        else "skipped: nothing written (pass --profile ICC or --fallback-profile ICC)"
     )
     kinds = ", ".join(f"{_KIND_LABELS[k]} {n}" for k, n in plan.to_do_kinds) or "nothing"
     # The first block counts every slide found; the run leaves out those the journal says are
@@ -1381,6 +1474,10 @@ def format_plan(plan: MigrationPlan) -> str:
         lines.append(f"  {p.count:>6}  {p.description[:32]:<32} {p.sha256[:12]:<12}  {p.outcome}")
     if plan.override:
         lines.append(f"--profile for every slide: {plan.override}")
+    if plan.fallback:
+        lines.append(f"--fallback-profile for slides without one: {plan.fallback}")
+    for path, why in plan.redone:
+        lines.append(f"redone as the choice changed: {path}: {why}")
     for path, reason in plan.unreadable:
         lines.append(f"unreadable: {path}: {reason}")
     if plan.estimate is not None:
@@ -1395,7 +1492,7 @@ def format_plan(plan: MigrationPlan) -> str:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from .cli import add_colour_options, add_workers_option
+    from .cli import add_colour_options, add_verify_option, add_workers_option
 
     p = sub.add_parser(
         "migrate",
@@ -1439,6 +1536,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="tcp://HOST:PORT",
         help="run the slides on this Dask cluster (its workers must see the same paths)",
     )
+    add_verify_option(p, "a copy that fails is not kept (status failed)")
     p.add_argument("--json", action="store_true", help="print the plan or the report as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress line, no summary table")
     p.set_defaults(handler=_run)
@@ -1449,9 +1547,11 @@ def _run(args: argparse.Namespace) -> int:
         source_dir=Path(args.source_dir),
         destination_dir=Path(args.destination_dir),
         profile=args.profile,
+        fallback_profile=args.fallback_profile,
         target=args.target,
         intent=args.intent,
         workers=args.workers,
+        verify=args.verify,
         include=tuple(args.include),
         exclude=tuple(args.exclude),
         scheduler=args.scheduler,

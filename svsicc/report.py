@@ -617,6 +617,8 @@ def _colour_rows(report: ReportResult) -> str:
 
 def _figure_row(p: PageFigures) -> str:
     psnr = "&infin;" if p.psnr is None else f"{p.psnr:.2f}"
+    if p.floor_psnr is not None:
+        psnr += f" (floor {p.floor_psnr:.2f})"
     status = "ok" if p.ok else "FAIL"
     cells = [
         str(p.index), html.escape(p.role), html.escape(p.compression),
@@ -650,7 +652,8 @@ def render_html(report: ReportResult) -> str:
     target = v.target_profile.description if v.target_profile else "unknown"
     intent = v.intent.label if v.intent is not None else "unknown"
     problems = "".join(f"<li>{esc(p)}</li>" for p in v.problems) or "<li>none</li>"
-    t = v.tolerances
+    t = v.margins
+    sampled = f" {v.sample} random tiles per level." if v.sample else ""
     x, y, w, h = report.region
     figures = [
         ("thumbnail_before_after.jpg", "The whole slide (thumbnail): original left, calibrated "
@@ -693,11 +696,12 @@ def render_html(report: ReportResult) -> str:
 </table>
 {glossary_html()}
 <h2>Verification figures</h2>
-<p>Calibrated pixels against LittleCMS applied to the original's pixels. Tolerances per page:
-PSNR &ge; {t.min_psnr_db} dB, mean |error| &le; {t.max_mean_abs}, mean dE2000 &le;
-{t.max_delta_e_mean}, 95th-percentile dE2000 &le; {t.max_delta_e_p95}; per segment PSNR &ge;
-{t.min_segment_psnr_db} dB and mean dE2000 &le; {t.max_segment_delta_e_mean}; lossless
-compressions exact.{" " + str(v.sample) + " random tiles per level." if v.sample else ""}</p>
+<p>Calibrated pixels against LittleCMS applied to the original's pixels (the ideal), beside
+the floor: the ideal re-encoded once at the original's own settings. Margins per page: PSNR
+&ge; floor &minus; {t.psnr_db} dB; mean |error|, dE2000 mean and p95 &le; floor &times; {t.ratio}
++ {t.mean_abs} / {t.delta_e_mean} / {t.delta_e_p95}; per segment PSNR &ge; floor &minus;
+{t.segment_psnr_db} dB and dE2000 mean &le; floor &times; {t.segment_ratio} +
+{t.segment_delta_e_mean}; lossless compressions exact.{sampled}</p>
 <table><tr><th>IFD</th><th>role</th><th>compression</th><th>segments</th><th>PSNR dB</th>
 <th>mean |error|</th><th>max |error|</th><th>dE2000 mean</th><th>dE2000 p95</th><th></th></tr>
 {rows}

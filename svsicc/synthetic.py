@@ -556,3 +556,114 @@ def write_foreign_wsi(
                 **options,
             )
     return path
+
+
+# --------------------------------------------------------------------------- ICC profiles
+
+# sRGB's primaries adapted to D50 (the ICC PCS), as in every sRGB v2 profile's rXYZ/gXYZ/bXYZ.
+_SRGB_D50_COLUMNS = ((0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), (0.1431, 0.0606, 0.7141))
+_D50 = (0.9642, 1.0, 0.8249)
+
+
+def _s15fixed16(values: Sequence[float]) -> bytes:
+    return b"".join(struct.pack(">i", round(v * 65536)) for v in values)
+
+
+def _tag_padded(data: bytes) -> bytes:
+    return data + b"\0" * (-len(data) % 4)
+
+
+def _desc_tag(description: str) -> bytes:
+    text = description.encode("ascii") + b"\0"
+    return (
+        b"desc\0\0\0\0"
+        + struct.pack(">I", len(text))
+        + text
+        + b"\0" * 8  # Unicode: language code, count 0
+        + b"\0" * 70  # ScriptCode: code, count, 67 bytes
+    )
+
+
+def _icc(device_class: bytes, pcs: bytes, tags: list[tuple[bytes, bytes]]) -> bytes:
+    """An ICC v2.4 RGB profile of ``device_class`` with ``tags``, intent perceptual."""
+    offset = 128 + 4 + 12 * len(tags)
+    table, body = struct.pack(">I", len(tags)), b""
+    for name, data in tags:
+        table += name + struct.pack(">II", offset + len(body), len(data))
+        body += _tag_padded(data)
+    size = offset + len(body)
+    header = (
+        struct.pack(">I", size)
+        + b"none"  # preferred CMM
+        + bytes([2, 0x40, 0, 0])  # version 2.4
+        + device_class
+        + b"RGB "
+        + pcs
+        + struct.pack(">6H", 2026, 1, 1, 0, 0, 0)
+        + b"acsp"
+        + b"\0" * 4  # platform
+        + b"\0" * 4  # flags
+        + b"\0" * 8  # manufacturer, model
+        + b"\0" * 8  # attributes
+        + struct.pack(">I", 0)  # rendering intent: perceptual
+        + _s15fixed16(_D50)  # PCS illuminant
+        + b"\0" * 4  # creator
+    )
+    header += b"\0" * (128 - len(header))
+    return header + table + body
+
+
+def lut_profile(description: str = "Linear sRGB LUT (mft2, test)", grid: int = 17) -> bytes:
+    """An ICC v2 scanner (``scnr``) profile whose only colour tag is a 16-bit LUT (``mft2``
+    A2B0, Lab PCS), as real Aperio scanner profiles are built: the same linear-light transform
+    as :func:`matrix_trc_profile`, sampled on a ``grid``-point cube, so LittleCMS takes its LUT
+    path (tetrahedral interpolation) instead of the matrix/TRC shaper. Grey 128 -> ~188."""
+    steps = np.linspace(0.0, 1.0, grid)
+    rgb = np.stack(np.meshgrid(steps, steps, steps, indexing="ij"), axis=-1).reshape(-1, 3)
+    xyz = rgb @ np.array(_SRGB_D50_COLUMNS)  # columns are the primaries' XYZ
+    t = xyz / np.array(_D50)
+    f = np.where(t > (6 / 29) ** 3, np.cbrt(t), t / (3 * (6 / 29) ** 2) + 4 / 29)
+    lab = np.stack(
+        (116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])), axis=-1
+    )
+    # ICC v2 16-bit Lab: L 0..100 -> 0..0xFF00, a and b -128..~128 -> 0..0xFFFF (0 at 0x8000).
+    encoded = np.stack(
+        (lab[:, 0] * 0xFF00 / 100, (lab[:, 1] + 128) * 256, (lab[:, 2] + 128) * 256), axis=-1
+    )
+    clut = np.rint(encoded).clip(0, 0xFFFF).astype(">u2").tobytes()
+    identity_curve = struct.pack(">2H", 0, 0xFFFF)
+    lut = (
+        b"mft2\0\0\0\0"
+        + bytes([3, 3, grid, 0])
+        + _s15fixed16((1, 0, 0, 0, 1, 0, 0, 0, 1))
+        + struct.pack(">2H", 2, 2)
+        + identity_curve * 3
+        + clut
+        + identity_curve * 3
+    )
+    tags = [
+        (b"desc", _desc_tag(description)),
+        (b"wtpt", b"XYZ \0\0\0\0" + _s15fixed16(_D50)),
+        (b"cprt", b"text\0\0\0\0" + b"No copyright, test data\0"),
+        (b"A2B0", lut),
+    ]
+    return _icc(b"scnr", b"Lab ", tags)
+
+
+def matrix_trc_profile(
+    description: str = "Linear sRGB (gamma 1.0, test)", gamma: float = 1.0
+) -> bytes:
+    """An ICC v2 RGB display profile, matrix/TRC, written byte by byte: sRGB primaries and
+    white (D50-adapted), the same pure-gamma tone curve on R, G and B. With ``gamma=1.0`` the
+    pixels are linear light, a strong transform like a real AT2 scanner profile: mid-grey 128
+    becomes about 188 in sRGB."""
+    curve = b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256)) + b"\0\0"
+    tags: list[tuple[bytes, bytes]] = [
+        (b"desc", _desc_tag(description)),
+        (b"wtpt", b"XYZ \0\0\0\0" + _s15fixed16(_D50)),
+        (b"cprt", b"text\0\0\0\0" + b"No copyright, test data\0"),
+    ]
+    for name, column in zip((b"rXYZ", b"gXYZ", b"bXYZ"), _SRGB_D50_COLUMNS, strict=True):
+        tags.append((name, b"XYZ \0\0\0\0" + _s15fixed16(column)))
+    tags += [(b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve)]
+    return _icc(b"mntr", b"XYZ ", tags)

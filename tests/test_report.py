@@ -194,13 +194,13 @@ def test_cli_writes_report_and_exit_codes(
     with Image.open(out / "region_before_after.jpg") as image:
         # 256 px is narrower than the caption "original, level 0 at (x, y), 256x256": doubled.
         assert image.size == (2 * 512 + GAP, 512 + HEADER)
-    # Comparing the original with itself: the report is written, verification fails.
+    # Comparing the original with itself is a usage error (the second file was not written by
+    # svsicc apply): one line, exit 2, no report.
     same = work / "same-report"
     assert main(["report", str(CMU), str(CMU), "-o", str(same), "--profile", str(SCANSCOPE),
-                 "--sample", "4", "--region-size", "128"]) == 1  # fmt: skip
-    assert "VERIFICATION FAILED" in capsys.readouterr().out
-    assert (same / "index.html").is_file()
-    assert "FAILED" in (same / "index.html").read_text(encoding="utf-8")
+                 "--sample", "4", "--region-size", "128"]) == 2  # fmt: skip
+    assert "records no source profile" in capsys.readouterr().err
+    assert not same.exists()
 
 
 def test_bad_input_leaves_nothing(

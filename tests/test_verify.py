@@ -19,6 +19,7 @@ import svsicc
 from svsicc import tiff
 from svsicc.ciede2000 import delta_e2000, delta_e2000_srgb, srgb_to_lab
 from svsicc.cli import main
+from svsicc.exceptions import ProfileError
 from svsicc.slide import read_slide
 from svsicc.synthetic import load_real_pixels, preset, write_slide
 from svsicc.verify import (
@@ -28,12 +29,17 @@ from svsicc.verify import (
     verify_before_commit,
 )
 
+from .conftest import assert_one_line_error
+
 DATA = Path(__file__).parent / "data"
 CMU = DATA / "CMU-1-Small-Region.svs"
 TCGA = DATA / "tcga-cr-7395-01a-01-ts1.svs"
 SCANSCOPE = DATA / "ScanScope_v1_from_CMU-Embed.icc"
 ADOBE = DATA / "AdobeCompat-v2.icc"
-LEVEL_KEYS = ("index", "psnr", "mean_abs", "max_abs", "delta_e2000_mean", "delta_e2000_p95")
+LEVEL_KEYS = (
+    "index", "psnr_db", "floor_psnr_db", "mean_abs", "floor_mean_abs", "max_abs",
+    "delta_e2000_mean", "floor_delta_e2000_mean", "delta_e2000_p95", "floor_delta_e2000_p95",
+)  # fmt: skip
 
 # Sharma, Wu & Dalal (2005), Table 1: L1 a1 b1, L2 a2 b2, dE00 (all 34 pairs).
 SHARMA_PAIRS = np.array([
@@ -204,7 +210,9 @@ def test_json_has_ok_levels_and_structure(
     assert out["ok"] is True
     for level in out["levels"]:
         assert set(LEVEL_KEYS) <= set(level)
-        assert isinstance(level["psnr"], float)
+        assert isinstance(level["psnr_db"], float) and isinstance(level["floor_psnr_db"], float)
+        # Made like the floor (the source's own tables), the copy lands on it.
+        assert abs(level["psnr_db"] - level["floor_psnr_db"]) < 0.2
     assert [level["index"] for level in out["levels"]] == [0, 1]
     assert out["levels"][0]["segments_checked"] == 12  # sampled
     assert out["levels"][1]["segments_checked"] == 48  # the thumbnail is always whole
@@ -272,21 +280,27 @@ def test_marked_but_untransformed_copy_fails(work: Path, calibrated: Path) -> No
     assert any(p.startswith("PSNR") for p in level0.problems)
 
 
-def test_the_original_itself_fails(capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_original_itself_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["verify", str(CMU), str(CMU), "--profile", str(SCANSCOPE), "--sample", "8"])
-    out = capsys.readouterr().out
-    assert code == 1
-    assert "FAILED" in out and "no 'ICC Profile Applied' record" in out
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    assert_one_line_error(captured.err, "records no source profile", "svsicc apply did not write")
 
 
-def test_copy_made_with_another_profile_fails(work: Path) -> None:
+def test_copy_made_with_another_profile_is_a_usage_error(
+    work: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     wrong = work / "cmu-adobe.svs"
     svsicc.apply(CMU, wrong, profile=ADOBE, workers=1)
-    result = verify(CMU, wrong, profile=SCANSCOPE, sample=20)
-    assert not result.ok
-    assert [f.kind for f in result.findings] == ["profile"]  # the record names A98C
-    assert "not 'ScanScope v1'" in result.findings[0].message
-    assert not result.pages[0].ok  # and the pixels are far from ScanScope's
+    code = main(["verify", str(CMU), str(wrong), "--profile", str(SCANSCOPE), "--sample", "4"])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    assert_one_line_error(
+        captured.err,
+        "records source profile 'A98C'",
+        "not 'ScanScope v1'",
+        "pass --profile FILE with 'A98C'",
+    )
     # Checked against its own profile, the same copy is right.
     assert verify(CMU, wrong, profile=ADOBE, sample=20).ok
 
@@ -383,10 +397,23 @@ def test_verify_before_commit_passes_and_fails(work: Path) -> None:
                  before_commit=verify_before_commit(8, on_result=seen.append))  # fmt: skip
     assert good.exists() and len(seen) == 1 and seen[0].ok and seen[0].sample == 8
     refused = work / "refused.svs"
-    with pytest.raises(VerificationError) as caught:
+    with pytest.raises(ProfileError) as wrong_profile:
         svsicc.apply(CMU, refused, profile=SCANSCOPE, workers=1,
                      before_commit=verify_before_commit(8, profile=ADOBE))  # fmt: skip
+    assert "records source profile 'ScanScope v1'" in wrong_profile.value.one_line()
+    assert not refused.exists()
+
+    def break_one_tile(temp: Path, result: svsicc.ApplyResult) -> None:
+        offset, count = segment_extent(temp, 0, 57)
+        with open(temp, "r+b") as fh:
+            fh.seek(offset + count // 2)
+            fh.write(bytes(64))
+        verify_before_commit(None)(temp, result)
+
+    with pytest.raises(VerificationError) as caught:
+        svsicc.apply(CMU, refused, profile=SCANSCOPE, workers=1, before_commit=break_one_tile)
     assert isinstance(caught.value, svsicc.SvsiccError)
     assert "verification failed, nothing was written" in caught.value.one_line()
+    assert "segment 57" in caught.value.one_line()
     assert not refused.exists()
     assert [p.name for p in work.iterdir() if p.name.startswith(".")] == []  # no temp left

@@ -1,0 +1,171 @@
+"""The conversion plan: which source profile, target and intent a slide is converted with.
+
+One policy, used by apply, verify, migrate and bench alike:
+
+- ``--profile FILE`` (``profile=``) is the source profile, whatever the slide embeds. When it
+  differs from an embedded profile, the plan names the embedded profile it replaces
+  (:attr:`ConversionPlan.replaced`) so that the command line can say so.
+- Otherwise the embedded profile: tag 34675 of IFD 0, else of the first pyramid level or
+  thumbnail that carries one (GT450).
+- Otherwise ``--fallback-profile FILE`` (``fallback_profile=``): used only for slides that embed
+  none, so an archive with a mix of profiled and unprofiled slides needs one command.
+- Otherwise a :class:`~svsicc.exceptions.ProfileError`.
+
+The target is ``--target`` or the compact sRGB; the intent ``--intent`` or the source profile's
+own. Identity (the source maps to the target within one 8-bit level) is decided by the caller that
+builds the colour table (:meth:`ConversionPlan.with_identity`), as only it has the table.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .colour import IccProfile, Intent, default_target
+from .exceptions import ProfileError, SvsiccError
+from .slide import Page, Role, Slide
+
+ProfileSource = str | os.PathLike[str] | bytes | IccProfile | None
+
+ORIGIN_OVERRIDE = "--profile"
+ORIGIN_FALLBACK = "--fallback-profile"
+ORIGIN_EMBEDDED = "embedded"
+
+
+@dataclass(frozen=True)
+class ProfileChoice:
+    """What the user asked for, loaded once: ``--profile``, ``--fallback-profile``, ``--target``
+    and ``--intent`` (None: not given)."""
+
+    override: IccProfile | None = None
+    fallback: IccProfile | None = None
+    target: IccProfile | None = None
+    intent: Intent | None = None
+
+    @classmethod
+    def load(
+        cls,
+        profile: ProfileSource = None,
+        fallback_profile: ProfileSource = None,
+        target: ProfileSource = None,
+        intent: Intent | str | None = None,
+    ) -> ProfileChoice:
+        return cls(
+            override=load_profile(profile),
+            fallback=load_profile(fallback_profile, "fallback profile"),
+            target=load_profile(target, "target profile"),
+            intent=parse_intent(intent),
+        )
+
+    @property
+    def target_profile(self) -> IccProfile:
+        return self.target if self.target is not None else default_target()
+
+    def plan(self, slide: Slide) -> ConversionPlan:
+        """The plan for ``slide`` under this choice; raises :class:`ProfileError` when the slide
+        embeds no profile and neither ``--profile`` nor ``--fallback-profile`` was given."""
+        if self.override is not None:
+            # A garbage embedded profile does not stop an override; it is only not named.
+            try:
+                embedded = embedded_profile(slide)
+            except ProfileError:
+                embedded = None
+        else:
+            embedded = embedded_profile(slide)
+        if self.override is not None:
+            source, origin = self.override, ORIGIN_OVERRIDE
+        elif embedded is not None:
+            source, origin = embedded
+        elif self.fallback is not None:
+            source, origin = self.fallback, ORIGIN_FALLBACK
+        else:
+            raise ProfileError(
+                slide.path,
+                "the slide has no embedded ICC profile",
+                hint="pass {profile} (or {fallback_profile}) with the scanner's profile",
+            )
+        replaced = None
+        if (
+            origin == ORIGIN_OVERRIDE
+            and embedded is not None
+            and embedded[0].sha256 != source.sha256
+        ):
+            replaced = embedded[0]
+        target = self.target_profile
+        return ConversionPlan(
+            source=source,
+            origin=origin,
+            target=target,
+            intent=self.intent if self.intent is not None else source.default_intent,
+            replaced=replaced,
+        )
+
+
+@dataclass(frozen=True)
+class ConversionPlan:
+    """The source profile chosen for one slide and where it came from, target, intent."""
+
+    source: IccProfile
+    origin: str  # "--profile", "embedded (IFD n)" or "--fallback-profile"
+    target: IccProfile
+    intent: Intent
+    replaced: IccProfile | None = None  # the embedded profile --profile overrides, if different
+    identity: bool = False
+
+    def with_identity(self, identity: bool) -> ConversionPlan:
+        return replace(self, identity=identity)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """(source sha256, target sha256, intent): what makes two conversions the same."""
+        return self.source.sha256, self.target.sha256, self.intent.label
+
+    def override_notice(self, path: Path | str) -> str | None:
+        """The stderr line saying that --profile replaces an embedded profile (None: it does
+        not, or they are the same profile)."""
+        if self.replaced is None:
+            return None
+        return (
+            f"svsicc: {path}: --profile {self.source.description!r} replaces the embedded "
+            f"profile {self.replaced.description!r} (sha256 {self.replaced.sha256[:12]})"
+        )
+
+
+def load_profile(value: ProfileSource, what: str = "profile") -> IccProfile | None:
+    if value is None or isinstance(value, IccProfile):
+        return value
+    if isinstance(value, bytes):
+        return IccProfile.from_bytes(value, f"{what} bytes")
+    if isinstance(value, str | os.PathLike):
+        return IccProfile.from_file(Path(os.fspath(value)))
+    raise TypeError(f"{what} must be a path, bytes or IccProfile, not {type(value).__name__}")
+
+
+def parse_intent(value: Intent | str | None) -> Intent | None:
+    if value is None or isinstance(value, Intent):
+        return value
+    try:
+        return Intent.parse(value)
+    except ValueError as exc:
+        raise SvsiccError(
+            None, str(exc), hint="use perceptual, relative, saturation or absolute"
+        ) from None
+
+
+def find_embedded_profile(slide: Slide) -> tuple[bytes, Page] | None:
+    """Tag 34675 from IFD0, else from the first level or thumbnail that has one (GT450)."""
+    for page in slide.pages:
+        if page.role in (Role.LEVEL, Role.THUMBNAIL) and page.icc_profile:
+            return page.icc_profile, page
+    return None
+
+
+def embedded_profile(slide: Slide) -> tuple[IccProfile, str] | None:
+    """The embedded profile, parsed, and its origin ("embedded (IFD n)")."""
+    found = find_embedded_profile(slide)
+    if found is None:
+        return None
+    data, page = found
+    profile = IccProfile.from_bytes(data, f"{slide.path}: IFD {page.index} tag 34675")
+    return profile, f"{ORIGIN_EMBEDDED} (IFD {page.index})"

@@ -1,0 +1,72 @@
+"""Whether a slide migrate finished earlier was made with the choice this run would make.
+
+A rerun of ``svsicc migrate`` must leave DST_DIR as a fresh run of the same command would. A
+finished slide whose source is unchanged is therefore kept only when the source profile, target
+and intent this run's options choose for it (:mod:`svsicc.plan`) are the ones the journal
+recorded; otherwise it is redone, and the reason is said. Working that out reads the slide's IFDs
+and embedded profile (no pixels), once per finished slide per run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from . import tiff
+from .exceptions import SvsiccError
+from .journal import DONE, SKIP_IDENTITY, SKIPPED, SlideRecord
+from .plan import ConversionPlan, ProfileChoice
+from .slide import read_slide
+
+
+def planned(source: Path, choice: ProfileChoice) -> ConversionPlan | None:
+    """The plan this run makes for ``source`` (None: no profile would be chosen)."""
+    with tiff.TiffReader(source) as reader:
+        slide = read_slide(reader)
+    try:
+        return choice.plan(slide)
+    except SvsiccError as exc:
+        if choice.override is None and choice.fallback is None and "no embedded" in exc.problem:
+            return None
+        raise
+
+
+def _output_target_sha256(output: Path) -> str:
+    """Tag 34675 of the copy's IFD 0, hashed: the target of a row journal schema 1 wrote."""
+    with tiff.TiffReader(output) as reader:
+        data = read_slide(reader).pages[0].icc_profile
+    return hashlib.sha256(data).hexdigest() if data else ""
+
+
+def choice_change(
+    previous: SlideRecord, source: Path, output: Path, choice: ProfileChoice
+) -> str | None:
+    """Why a finished, converted (or identity-marked) slide must be redone, or None."""
+    if not (
+        previous.status == DONE or (previous.status, previous.detail) == (SKIPPED, SKIP_IDENTITY)
+    ):
+        return None
+    try:
+        plan = planned(source, choice)
+    except SvsiccError as exc:
+        return f"its profile cannot be chosen now ({exc.problem})"
+    if plan is None:
+        return "no source profile is chosen for it now"
+    changes = []
+    if plan.source.sha256 != previous.profile_sha256:
+        changes.append(
+            f"profile {previous.profile_description!r} -> {plan.source.description!r} "
+            f"({plan.origin})"
+        )
+    target_sha = previous.target_sha256
+    if not target_sha:
+        try:
+            target_sha = _output_target_sha256(output)
+        except SvsiccError:
+            target_sha = ""
+    if plan.target.sha256 != target_sha:
+        was = previous.target_description or "the earlier target"
+        changes.append(f"target {was!r} -> {plan.target.description!r}")
+    if plan.intent.label != previous.intent:
+        changes.append(f"intent {previous.intent} -> {plan.intent.label}")
+    return "; ".join(changes) or None
