@@ -28,7 +28,7 @@ from .apply import (
     refuse_unless_applicable,
     resolve_intent,
 )
-from .colour import ColourTable, IccProfile, Intent, default_target
+from .colour import ColourTable, IccProfile, Intent, colour_path, default_target
 from .engine import CODEC_ERRORS, PageJob, default_workers, make_codec
 from .exceptions import (
     SvsiccError,
@@ -77,6 +77,7 @@ class BenchResult:
     segments_to_rewrite: int
     pixels_to_rewrite: int
     cores: int
+    colour_path: str  # the C gather or the numpy fallback, and why
 
     @property
     def tiles_per_second(self) -> float:
@@ -117,6 +118,7 @@ class BenchResult:
             "megapixels_to_rewrite": self.pixels_to_rewrite / 1e6,
             "estimated_seconds_one_core": self.estimated_seconds_one_core,
             "cores": self.cores,
+            "colour_path": self.colour_path,
             "estimated_seconds_all_cores_ideal": self.estimated_seconds_one_core / self.cores,
         }
 
@@ -182,6 +184,7 @@ def bench_slide(
         segments_to_rewrite=0 if identity else len(extents),
         pixels_to_rewrite=0 if identity else sum(r * c for r, c in extents.values()),
         cores=default_workers(),
+        colour_path=colour_path(),
     )
 
 
@@ -242,6 +245,7 @@ def format_bench(result: BenchResult) -> str:
         f"{r.tile_width}x{r.tile_height} tiles, {r.compression}",
         f"profile {r.profile.description!r} ({r.profile_origin}) -> {r.target.description!r} "
         f"({r.intent.label}); colour table ready in {r.table_seconds:.2f} s",
+        f"colour path: {r.colour_path}",
         f"{r.tiles_sampled} tiles sampled across level 0, one core:",
         f"  {'stage':<16}{'median ms':>10}{'mean ms':>10}{'share':>8}",
     ]

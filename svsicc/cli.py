@@ -150,21 +150,60 @@ def _run_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _VersionAction(argparse.Action):
+    """--version: the version and which colour gather runs (C or the numpy fallback, and why).
+
+    Computed when asked for, so that building the parser does not import numpy."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        from .colour import colour_path
+
+        print(f"svsicc {__version__}\ncolour path: {colour_path()}")
+        parser.exit()
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or when ``command`` names a subcommand, one that knows only that one:
+    importing every subcommand's module (verify, report, migrate, bench) to run ``apply`` cost
+    more start-up than apply's own set-up."""
     parser = argparse.ArgumentParser(
         prog="svsicc",
         description="Bake a whole-slide scanner's ICC profile into the pixels of Aperio SVS files.",
     )
-    parser.add_argument("--version", action="version", version=f"svsicc {__version__}")
+    parser.add_argument(
+        "--version", action=_VersionAction, help="show the version and the colour path, and exit"
+    )
     parser.add_argument(
         "--debug", action="store_true", help="show a traceback for unexpected errors"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _register_apply(sub)
-    _register_info(sub)
+    if command in (None, "apply"):
+        _register_apply(sub)
+    if command in (None, "info"):
+        _register_info(sub)
     for name in SUBCOMMAND_MODULES:
-        importlib.import_module(f"svsicc.{name}").register(sub)
+        if command in (None, name):
+            importlib.import_module(f"svsicc.{name}").register(sub)
     return parser
+
+
+def _command(argv: Sequence[str]) -> str | None:
+    """The subcommand ``argv`` names, when it names a known one and asks for nothing global
+    (--help and --version want the whole parser)."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    before = argv[: list(argv).index(first)] if first is not None else argv
+    if any(a not in ("--debug",) for a in before):
+        return None
+    return first if first in ("apply", "info", *SUBCOMMAND_MODULES) else None
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -175,7 +214,8 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(_command(argv))
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:

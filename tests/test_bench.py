@@ -73,6 +73,10 @@ def test_json_report_on_a_real_slide_writes_nothing(
     assert report["estimated_seconds_one_core"] > 0
     assert report["estimated_seconds_all_cores_ideal"] > 0
     assert report["cores"] >= 1 and report["table_seconds"] >= 0
+    from svsicc.colour import colour_path
+
+    assert report["colour_path"] == colour_path()
+    assert report["colour_path"].startswith(("C gather", "numpy fallback"))
 
 
 def test_counts_the_segments_apply_rewrites(folder: Path, tmp_path: Path) -> None:
