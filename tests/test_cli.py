@@ -306,17 +306,20 @@ def test_version_names_the_colour_path() -> None:
 
 
 def test_apply_imports_no_other_subcommand(tmp_path: Path) -> None:
-    """Start-up: running apply does not import verify, report, migrate or bench (their imports
-    cost more than apply's own set-up); the full parser still lists them all."""
+    """Start-up: a one-worker apply imports neither verify, report, migrate or bench nor the
+    process pool's modules (their imports cost more than apply's own set-up); the full parser
+    still lists every subcommand."""
+    args = ["apply", str(CMU_SMALL), str(tmp_path / "o.svs"), "--profile", str(SCANSCOPE)]
     proc = _python(
         "import sys; from svsicc.cli import main\n"
-        f"code = main(['apply', {str(tmp_path / 'missing.svs')!r}, {str(tmp_path / 'o.svs')!r}])\n"
-        "print(code, sorted(m for m in sys.modules if m.startswith('svsicc.')))"
+        f"code = main({[*args, '--workers', '1', '--quiet']!r})\n"
+        "print(code, sorted(m for m in sys.modules if m.startswith(('svsicc.', 'multi', 'conc'))))"
     )
     code, modules = proc.stdout.split(" ", 1)
-    assert code == "2" and "svsicc.apply" in modules, proc.stdout + proc.stderr
-    for other in ("verify", "report", "migrate", "bench"):
-        assert f"'svsicc.{other}'" not in modules
+    assert code == "0" and "svsicc.apply" in modules, proc.stdout + proc.stderr
+    for other in ("svsicc.verify", "svsicc.report", "svsicc.migrate", "svsicc.bench"):
+        assert f"'{other}'" not in modules
+    assert "multiprocessing" not in modules and "concurrent" not in modules
     listed = _python("from svsicc.cli import main; main(['--help'])").stdout
     for command in ("apply", "info", "bench", "migrate", "verify", "report"):
         assert re.search(rf"^ +{command} ", listed, re.M), listed
