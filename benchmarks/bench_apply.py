@@ -825,6 +825,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines, marginal_pass = marginal.report(pairs, process_runs)
         print("\n".join(lines))
         all_pass &= marginal_pass
+        for _, large in pairs:
+            print(marginal.interleaved_line(large.style, large.path, table), flush=True)
     print()
     print("\n".join(overhead_lines(slides, runs, benches, table)))
     for slide in slides:

@@ -28,6 +28,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import BinaryIO
 
 import imagecodecs
@@ -83,35 +84,24 @@ def ijg_quality(tables: dict[int, bytes], colorspace: int) -> int:
     raise SystemExit("the quantisation tables are not IJG tables at any quality")
 
 
-def jpeg_page(page: tifffile.TiffPage, fd: int, out: BinaryIO) -> int:
+def jpeg_reencoder(page: tifffile.TiffPage, first: bytes) -> Callable[[bytes], bytes | bytearray]:
+    """Decode and re-encode one tile or strip of ``page`` (``first``: its first non-empty one)."""
     colorspace = imagecodecs.JPEG8.CS.RGB
     if page.photometric != PHOTOMETRIC_RGB:
         colorspace = imagecodecs.JPEG8.CS.YCbCr
     jpegtables = page.jpegtables
-    first = next(
-        os.pread(fd, c, o) for o, c in zip(page.dataoffsets, page.databytecounts, strict=True) if c
-    )
     quality = ijg_quality(dqt_tables(jpegtables or first) | dqt_tables(first), colorspace)
     sampling = frame_sampling(first)
-    segments = 0
-    for offset, count in zip(page.dataoffsets, page.databytecounts, strict=True):
-        if not count:
-            continue
-        data = os.pread(fd, count, offset)
+
+    def reencode(data: bytes) -> bytes | bytearray:
         pixels = imagecodecs.jpeg8_decode(
             data, tables=jpegtables, colorspace=colorspace, outcolorspace="RGB"
         )
-        out.write(
-            imagecodecs.jpeg8_encode(
-                pixels,
-                level=quality,
-                colorspace="RGB",
-                outcolorspace=colorspace,
-                subsampling=sampling,
-            )
+        return imagecodecs.jpeg8_encode(
+            pixels, level=quality, colorspace="RGB", outcolorspace=colorspace, subsampling=sampling
         )
-        segments += 1
-    return segments
+
+    return reencode
 
 
 def matched_psnr(pixels: np.ndarray, size: int) -> int:
@@ -128,29 +118,44 @@ def matched_psnr(pixels: np.ndarray, size: int) -> int:
     return low
 
 
-def jpeg2000_page(page: tifffile.TiffPage, fd: int, out: BinaryIO) -> int:
+def jpeg2000_reencoder(first: bytes) -> Callable[[bytes], bytes | bytearray]:
+    # Once per page, from its first tile: the COD marker's wavelet byte (1: reversible 5/3,
+    # lossless; 0: 9/7) and, when lossy, the quality that matches the source's rate.
+    cod = first.find(b"\xff\x52")
     level: int | None = None  # None: reversible (lossless)
-    segments = 0
-    for index, (offset, count) in enumerate(
-        zip(page.dataoffsets, page.databytecounts, strict=True)
-    ):
-        if not count:
-            continue
-        data = os.pread(fd, count, offset)
+    if not (cod >= 0 and first[cod + 13] == 1):
+        level = matched_psnr(imagecodecs.jpeg2k_decode(first), len(first))
+
+    def reencode(data: bytes) -> bytes | bytearray:
         pixels = imagecodecs.jpeg2k_decode(data)
-        if index == 0:
-            # Once per page, from its first tile: the COD marker's wavelet byte (1: reversible
-            # 5/3, lossless; 0: 9/7) and, when lossy, the quality that matches the source's rate.
-            cod = data.find(b"\xff\x52")
-            if not (cod >= 0 and data[cod + 13] == 1):
-                level = matched_psnr(pixels, count)
-        out.write(
-            imagecodecs.jpeg2k_encode(
-                pixels, level=level, codecformat="J2K", reversible=level is None
-            )
+        return imagecodecs.jpeg2k_encode(
+            pixels, level=level, codecformat="J2K", reversible=level is None
         )
-        segments += 1
-    return segments
+
+    return reencode
+
+
+def reencoder(page: tifffile.TiffPage, first: bytes) -> Callable[[bytes], bytes | bytearray]:
+    if page.compression == JPEG_COMPRESSION:
+        return jpeg_reencoder(page, first)
+    if page.compression in JPEG2000_COMPRESSIONS:
+        return jpeg2000_reencoder(first)
+    raise SystemExit(f"page {page.index}: compression {page.compression}")
+
+
+def reencode_page(page: tifffile.TiffPage, fd: int, out: BinaryIO) -> int:
+    """Every non-empty tile or strip of ``page`` read, re-encoded and written; how many."""
+    extents = [
+        (offset, count)
+        for offset, count in zip(page.dataoffsets, page.databytecounts, strict=True)
+        if count
+    ]
+    if not extents:
+        return 0
+    reencode = reencoder(page, os.pread(fd, extents[0][1], extents[0][0]))
+    for offset, count in extents:
+        out.write(reencode(os.pread(fd, count, offset)))
+    return len(extents)
 
 
 def main(argv: list[str]) -> int:
@@ -166,12 +171,7 @@ def main(argv: list[str]) -> int:
             text = page.description
             if "\nlabel " in text or "\nmacro " in text:
                 continue
-            if page.compression == JPEG_COMPRESSION:
-                segments += jpeg_page(page, fd, out)
-            elif page.compression in JPEG2000_COMPRESSIONS:
-                segments += jpeg2000_page(page, fd, out)
-            else:
-                raise SystemExit(f"page {page.index}: compression {page.compression}")
+            segments += reencode_page(page, fd, out)
         out.flush()
         os.fsync(out.fileno())
         written = out.tell()

@@ -294,6 +294,7 @@ class JpegCodec:
         self._settings: dict[bytes, JpegSettings] = {}
         self._spliced: dict[tuple[int, bytes], bytes] = {}
         self._ijg: dict[int, IjgEncoder | None] = {}
+        self._last_header: tuple[int, bytes, bytes] | None = None  # settings id, encoder's, spliced
 
     def settings_for(self, tile: bytes) -> JpegSettings:
         sos = tile.find(b"\xff\xda")
@@ -340,15 +341,22 @@ class JpegCodec:
         else:
             encoded = self._pillow_encode(pixels, layout, settings)
         # The encoder writes the same headers for every tile of a kind (Huffman tables change
-        # only when optimised): splice each distinct header once, then reuse it.
-        scan = scan_data_start(encoded)
-        key = (id(settings), encoded[:scan])  # settings live in self._settings: ids are stable
-        header = self._spliced.get(key)
-        if header is None:
-            header = splice(encoded[:scan] + b"\xff\xd9", settings)[:-2]
-            if len(self._spliced) < MAX_CACHED_HEADERS:
-                self._spliced[key] = header
-        return header + encoded[scan:]
+        # only when optimised): splice each distinct header once, then reuse it. The last one
+        # is compared first, byte for byte, which is cheaper than walking the markers again.
+        last = self._last_header
+        if last is not None and last[0] == id(settings) and encoded.startswith(last[1]):
+            scan, header = len(last[1]), last[2]
+        else:
+            scan = scan_data_start(encoded)
+            key = (id(settings), encoded[:scan])  # settings live in self._settings: stable ids
+            cached = self._spliced.get(key)
+            if cached is None:
+                cached = splice(encoded[:scan] + b"\xff\xd9", settings)[:-2]
+                if len(self._spliced) < MAX_CACHED_HEADERS:
+                    self._spliced[key] = cached
+            header = cached
+            self._last_header = (key[0], key[1], header)
+        return b"".join((header, memoryview(encoded)[scan:]))
 
     def _ijg_encoder(self, settings: JpegSettings) -> IjgEncoder | None:
         """imagecodecs' encoder when the source's tables are IJG tables (decided once per kind
