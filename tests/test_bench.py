@@ -189,7 +189,8 @@ def test_benchmark_script_runs_end_to_end(tmp_path: Path) -> None:
         ), report
         assert re.search(
             rf"^{style} +floor/svsicc per segment = +-?[\d.]+ +target >= 0.85 (PASS|FAIL) .*"
-            r"svsicc start-up -?[\d.]+ s +target < 0.15 (PASS|FAIL)$",
+            r"svsicc start-up -?[\d.]+ s +target < 0.15 (PASS|FAIL) +\(CPU time: svsicc "
+            r"-?[\d.]+ s, floor -?[\d.]+ s\)$",
             report,
             re.M,
         ), report
