@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+import marginal  # benchmarks/marginal.py, beside this script
 import numpy as np
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ REPO = Path(__file__).resolve().parent.parent
 PROFILE_FILE = REPO / "tests" / "data" / "ScanScope_v1_from_CMU-Embed.icc"
 VARIANTS = ("floor", "floor-2", "svsicc-1", "svsicc-2", "naive", "libvips")
 STYLES = ("at2", "gt450")
+MARGINAL_STYLES = ("at2", "gt450", "jp2k-33005")
 # Bump when the slides this script builds change, so cached ones are rebuilt.
 BUILD_VERSION = 1
 
@@ -59,12 +61,18 @@ class Target:
 
     numerator: str
     denominator: str
-    minimum: float
+    minimum: float | None  # None: printed, no target
     meaning: str
 
 
 TARGETS = (
-    Target("floor", "svsicc-1", 0.8, "svsicc(1) costs at most 1/0.8 = 1.25x the codec floor"),
+    Target(
+        "floor",
+        "svsicc-1",
+        None,
+        "apply's own writer without the colour stage against svsicc(1); the target is on the "
+        "independent codec floor (benchmarks/codec_floor.py), per segment",
+    ),
     Target("svsicc-1", "svsicc-2", 1.7, "2 workers are at least 1.7x faster than 1"),
     Target("naive", "svsicc-1", 1.6, "Pillow ImageCms per tile takes at least 1.6x svsicc(1)"),
     Target("libvips", "svsicc-2", 2.0, "libvips takes at least 2x svsicc(2) (both on 2 cores)"),
@@ -97,21 +105,23 @@ def slide_spec(style: str, size: int) -> Any:
     return preset(cast(Style, style), profile=PROFILE_FILE.read_bytes(), bigtiff=size > 40000)
 
 
-def build_slide(work: Path, style: str, size: int) -> BuiltSlide:
-    """Build (or reuse) ``work/<style>-<size>.svs``; the stamp file records what was built."""
+def build_slide(work: Path, style: str, size: int, height: int | None = None) -> BuiltSlide:
+    """Build (or reuse) ``work/<style>-<size>.svs`` (``<style>-<size>x<height>.svs`` when not
+    square); the stamp file records what was built."""
     from svsicc.synthetic import load_real_pixels, mosaic, write_slide
 
-    spec = slide_spec(style, size)
-    path = work / f"{style}-{size}.svs"
+    height = size if height is None else height
+    spec = slide_spec(style, max(size, height))
+    path = work / (f"{style}-{size}.svs" if height == size else f"{style}-{size}x{height}.svs")
     stamp = path.with_suffix(".stamp")
-    wanted = f"{BUILD_VERSION} {spec!r} seed={size}"
+    wanted = f"{BUILD_VERSION} {spec!r} seed={size}" + ("" if height == size else f"x{height}")
     wanted = hashlib.sha256(wanted.encode()).hexdigest()
     if not (path.is_file() and stamp.is_file() and stamp.read_text() == wanted):
         started = time.perf_counter()
         pixels_file = work / f".{style}-{size}.pixels"
         # A memmap keeps the builder's memory flat for the 24000 px slides of --memory.
-        rgb = np.lib.format.open_memmap(pixels_file, "w+", np.uint8, (size, size, 3))
-        mosaic(load_real_pixels(), size, size, seed=size, out=rgb)
+        rgb = np.lib.format.open_memmap(pixels_file, "w+", np.uint8, (height, size, 3))
+        mosaic(load_real_pixels(), size, height, seed=size, out=rgb)
         tmp = path.with_suffix(".building")
         write_slide(tmp, rgb, spec)
         del rgb
@@ -143,7 +153,9 @@ def describe_slide(
             hashlib.blake2b(reader.read(o, c), digest_size=16).digest()
             for o, c in zip(level0.offsets, level0.byte_counts, strict=True)
         }
-    if len(digests) != len(level0.offsets):
+    # JPEG 2000 at the synthetic PSNR smooths the +-1 dither of blank glass away: equal tiles
+    # there are the codec's doing (and no cache serves them), so only JPEG slides are held to it.
+    if len(digests) != len(level0.offsets) and not style.startswith("jp2k"):
         raise SystemExit(f"{path}: {len(level0.offsets) - len(digests)} level-0 tiles repeat")
     return BuiltSlide(
         style=style,
@@ -424,11 +436,15 @@ def ratio_lines(slides: Sequence[BuiltSlide], runs: Sequence[Run]) -> tuple[list
             # fastest runs catch the luckiest seconds of each variant, so they are shown, not used.
             value = median(top) / median(bottom)
             paired = [a / b for a, b in zip(top, bottom, strict=True)]
-            verdict = "PASS" if value >= target.minimum else "FAIL"
-            all_pass &= verdict == "PASS"
+            if target.minimum is None:
+                verdict = "no target"
+            else:
+                verdict = f"target >= {target.minimum:<4} "
+                verdict += "PASS" if value >= target.minimum else "FAIL"
+                all_pass &= value >= target.minimum
             text = (
                 f"{slide.style:<6} t({target.numerator})/t({target.denominator}) = {value:5.3f}"
-                f"  target >= {target.minimum:<4} {verdict}"
+                f"  {verdict}"
                 f"  fastest runs {min(top) / min(bottom):.2f},"
                 f" per rep {min(paired):.2f}...{max(paired):.2f}"
             )
@@ -628,6 +644,10 @@ def memory_check(work: Path, env: dict[str, str], style: str, small: int, reps: 
 # ------------------------------------------------------------------------------- main
 
 
+def sized(slide: BuiltSlide, label: str) -> marginal.SizedSlide:
+    return marginal.SizedSlide(slide.style, label, slide.path, slide.segments)
+
+
 def machine_line() -> str:
     import imagecodecs
     import PIL
@@ -677,6 +697,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--bench-tiles", type=int, default=400, help="tiles svsicc bench samples per slide"
     )
+    p.add_argument(
+        "--marginal-styles",
+        default=",".join(MARGINAL_STYLES),
+        help="styles timed against the independent codec floor, per segment ('' for none)",
+    )
+    p.add_argument(
+        "--small",
+        default="2220x2967",
+        help="WIDTHxHEIGHT of the small slide of the per-segment comparison",
+    )
+    p.add_argument(
+        "--j2k-size",
+        type=int,
+        default=6000,
+        help="level-0 width = height of the large JPEG 2000 slide (JPEG styles use --size)",
+    )
     # Internal: one timed variant in a fresh process.
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--slide", help=argparse.SUPPRESS)
@@ -695,9 +731,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     styles = [s for s in args.styles.split(",") if s]
     variants = [v for v in args.variants.split(",") if v]
+    marginal_styles = [s for s in args.marginal_styles.split(",") if s]
     for name in [*styles, *variants]:
         if name not in STYLES + VARIANTS:
             raise SystemExit(f"unknown style or variant {name!r}")
+    for name in marginal_styles:
+        if name not in ("at2", "gt450", "jp2k-33003", "jp2k-33005"):
+            raise SystemExit(f"unknown style {name!r} for --marginal-styles")
+    try:
+        small_width, small_height = (int(v) for v in args.small.split("x"))
+    except ValueError:
+        raise SystemExit(f"--small wants WIDTHxHEIGHT, not {args.small!r}") from None
     needs_vips = "libvips" in variants or args.check
     if needs_vips and importlib.util.find_spec("pyvips") is None:
         raise SystemExit(
@@ -724,11 +768,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{s.path.stat().st_size / 1e6:,.0f} MB",
             flush=True,
         )
+    pairs = [
+        (
+            sized(build_slide(work, style, small_width, small_height), "small"),
+            sized(
+                build_slide(work, style, args.j2k_size if "jp2k" in style else args.size), "large"
+            ),
+        )
+        for style in marginal_styles
+    ]
     benches: dict[str, Any] = {}
     for slide in slides:
         text, benches[slide.style] = stage_breakdown(slide, args.bench_tiles)
         print(text, flush=True)
     runs: list[Run] = []
+    process_runs: list[marginal.ProcessRun] = []
     for rep in range(args.reps):
         # Rotate the order so that no variant always runs first or last.
         order = variants[rep % len(variants) :] + variants[: rep % len(variants)]
@@ -741,6 +795,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"RSS {run.rss_mb:5.0f} MB",
                     flush=True,
                 )
+    if pairs:
+        print("independent codec floor (benchmarks/codec_floor.py) and svsicc apply --workers 1,")
+        print("whole processes, alternating:", flush=True)
+        process_runs = marginal.measure(pairs, args.reps, work, env, lambda s: print(s, flush=True))
     print()
     print("ms/tile = median wall seconds / segments apply rewrites (all levels + thumbnail")
     print("strips); MP/s = level-0 megapixels / median wall seconds; RSS = peak of the main")
@@ -755,6 +813,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         "noise:"
     )
     print("\n".join(lines))
+    if pairs:
+        print()
+        print(
+            "per segment against the independent codec floor (imagecodecs decode + encode at the "
+            "source's quality, sampling and colourspace, bare writes; whole processes timed from "
+            "outside, medians): ms/seg = (t(large) - t(small)) / (segments(large) - "
+            "segments(small)); start-up = t(small) - segments(small) x ms/seg; whole runs = "
+            "t(floor)/t(svsicc) on the large slide"
+        )
+        lines, marginal_pass = marginal.report(pairs, process_runs)
+        print("\n".join(lines))
+        all_pass &= marginal_pass
+        for _, large in pairs:
+            print(marginal.interleaved_line(large.style, large.path, table), flush=True)
     print()
     print("\n".join(overhead_lines(slides, runs, benches, table)))
     for slide in slides:
@@ -779,7 +851,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         args.json.write_text(
             json.dumps(
-                {"slides": [s.to_dict() for s in slides], "runs": [r.__dict__ for r in runs]},
+                {
+                    "slides": [s.to_dict() for s in slides],
+                    "runs": [r.__dict__ for r in runs],
+                    "process_runs": [r.__dict__ for r in process_runs],
+                },
                 indent=2,
             )
         )

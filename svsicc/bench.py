@@ -20,7 +20,7 @@ import numpy as np
 
 from . import tiff
 from .apply import IDENTITY_TOLERANCE, pages_to_rewrite, refuse_unless_applicable
-from .colour import ColourTable, IccProfile, Intent
+from .colour import ColourTable, IccProfile, Intent, colour_path
 from .engine import CODEC_ERRORS, PageJob, default_workers, make_codec
 from .exceptions import (
     SvsiccError,
@@ -70,6 +70,7 @@ class BenchResult:
     segments_to_rewrite: int
     pixels_to_rewrite: int
     cores: int
+    colour_path: str  # the C gather or the numpy fallback, and why
 
     @property
     def tiles_per_second(self) -> float:
@@ -110,6 +111,7 @@ class BenchResult:
             "megapixels_to_rewrite": self.pixels_to_rewrite / 1e6,
             "estimated_seconds_one_core": self.estimated_seconds_one_core,
             "cores": self.cores,
+            "colour_path": self.colour_path,
             "estimated_seconds_all_cores_ideal": self.estimated_seconds_one_core / self.cores,
         }
 
@@ -176,6 +178,7 @@ def bench_slide(
         segments_to_rewrite=0 if identity else len(extents),
         pixels_to_rewrite=0 if identity else sum(r * c for r, c in extents.values()),
         cores=default_workers(),
+        colour_path=colour_path(),
     )
 
 
@@ -236,6 +239,7 @@ def format_bench(result: BenchResult) -> str:
         f"{r.tile_width}x{r.tile_height} tiles, {r.compression}",
         f"profile {r.profile.description!r} ({r.profile_origin}) -> {r.target.description!r} "
         f"({r.intent.label}); colour table ready in {r.table_seconds:.2f} s",
+        f"colour path: {r.colour_path}",
         f"{r.tiles_sampled} tiles sampled across level 0, one core:",
         f"  {'stage':<16}{'median ms':>10}{'mean ms':>10}{'share':>8}",
     ]

@@ -282,12 +282,38 @@ def _run_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _VersionAction(argparse.Action):
+    """--version: the version and which colour gather runs (C or the numpy fallback, and why).
+
+    Computed when asked for, so that building the parser does not import numpy."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        from .colour import colour_path
+
+        print(f"svsicc {__version__}\ncolour path: {colour_path()}")
+        parser.exit()
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or when ``command`` names a subcommand, one that knows only that one:
+    importing every subcommand's module (verify, report, migrate, bench) to run ``apply`` cost
+    more start-up than apply's own set-up."""
     parser = _Parser(
         prog="svsicc",
         description="Bake a whole-slide scanner's ICC profile into the pixels of Aperio SVS files.",
     )
-    parser.add_argument("--version", action="version", version=f"svsicc {__version__}")
+    parser.add_argument(
+        "--version", action=_VersionAction, help="show the version and the colour path, and exit"
+    )
     parser.add_argument(
         "--debug", action="store_true", help="show a traceback for unexpected errors"
     )
@@ -297,10 +323,13 @@ def build_parser() -> argparse.ArgumentParser:
         "argparse._SubParsersAction[argparse.ArgumentParser]",
         parser.add_subparsers(dest="command", required=True, metavar="COMMAND"),
     )
-    _register_apply(sub)
-    _register_info(sub)
+    if command in (None, "apply"):
+        _register_apply(sub)
+    if command in (None, "info"):
+        _register_info(sub)
     for name in SUBCOMMAND_MODULES:
-        importlib.import_module(f"svsicc.{name}").register(sub)
+        if command in (None, name):
+            importlib.import_module(f"svsicc.{name}").register(sub)
     for subparser in sub.choices.values():
         # "rerun with --debug" is read as "add --debug": accept it after the subcommand too.
         # SUPPRESS keeps the top-level value when the subcommand does not see the option.
@@ -308,6 +337,16 @@ def build_parser() -> argparse.ArgumentParser:
             "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
         )
     return parser
+
+
+def _command(argv: Sequence[str]) -> str | None:
+    """The subcommand ``argv`` names, when it names a known one and asks for nothing global
+    (--help and --version want the whole parser)."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    before = argv[: list(argv).index(first)] if first is not None else argv
+    if any(a not in ("--debug",) for a in before):
+        return None
+    return first if first in ("apply", "info", *SUBCOMMAND_MODULES) else None
 
 
 def _interrupt_handler(received: list[int]) -> Callable[[int, FrameType | None], None]:
@@ -334,7 +373,8 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(_command(argv))
     args = _parse(parser, argv)
     received: list[int] = []  # the signals that interrupted the run
     interrupt = _interrupt_handler(received)

@@ -10,16 +10,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import mmap
-import multiprocessing
 import os
 import signal
 import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeAlias
+from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 import numpy as np
 
@@ -30,6 +28,11 @@ from .colour import ColourTable
 from .exceptions import CodecError, SvsiccError, TileDecodeError, UnsupportedLayoutError
 from .slide import Page
 from .worker_signals import shield_worker
+
+if TYPE_CHECKING:
+    # multiprocessing and concurrent.futures are imported when a pool starts: a one-worker
+    # apply never needs them, and importing them was a quarter of svsicc's start-up imports.
+    from concurrent.futures import Future, ProcessPoolExecutor
 
 COMPRESSION_JPEG = 7
 COMPRESSION_JP2K_YCBCR = 33003
@@ -264,6 +267,8 @@ class ResultRings:
         self._map = mmap.mmap(-1, self._header + workers * capacity)
         # Aligned native 8-byte loads and stores: a counter is never read half-written.
         self._counters = memoryview(self._map)[: self._header].cast("q")
+        import multiprocessing
+
         self._lock = multiprocessing.get_context("fork").Lock()
         self._view: memoryview | None = None
         self._closed = False
@@ -459,6 +464,9 @@ class WorkerPool:
 
     def executor(self) -> ProcessPoolExecutor:
         if self._executor is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
             # fork is fast and shares the imported modules; workers hold no threads of ours.
             method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
             # Spawned workers could not inherit the rings: their results travel pickled.

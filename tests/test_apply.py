@@ -101,6 +101,20 @@ def assert_colour(original: Path, output: Path, bar: Bar, source: IccProfile = S
     return figures
 
 
+def assert_ijg_encoded(src: Path) -> None:
+    """Level 0 of ``src`` is re-encoded through imagecodecs (IJG tables), so the OpenSlide
+    decoding checked by the test covers that encoder, not only Pillow's."""
+    from svsicc import tiff
+    from svsicc.codecs.jpeg import JpegCodec
+    from svsicc.slide import read_slide
+
+    with tiff.TiffReader(src) as reader:
+        page = read_slide(reader).pages[0]
+        tile = reader.read(page.offsets[0], page.byte_counts[0])
+    codec = JpegCodec(page.jpeg_tables, page.photometric)
+    assert codec._ijg_encoder(codec.settings_for(tile)) is not None
+
+
 # -- real slides ---------------------------------------------------------------------------
 
 
@@ -119,6 +133,7 @@ def test_cmu_small_region_colour_matches_littlecms(
     out, result = cmu_applied
     # Aperio Q=30 RGB JPEG: a low-quality source.
     figures = assert_colour(CMU_SMALL, out, SUBSAMPLED_OR_LOW_QUALITY)
+    assert_ijg_encoded(CMU_SMALL)
     print("CMU-1-Small-Region", figures, "size ratio", round(result.size_ratio, 4))
     assert result.profile.description == "ScanScope v1"
     assert result.intent is Intent.PERCEPTUAL
@@ -364,6 +379,7 @@ def test_at2_style(tmp_path: Path, crop: np.ndarray, scanscope_bytes: bytes) -> 
     assert sha256(src) == before
     assert result.profile_origin == "embedded (IFD 0)"
     figures = assert_colour(src, out, RGB_HIGH_QUALITY)
+    assert_ijg_encoded(src)
     print("AT2-style Q70", figures, "size ratio", round(result.size_ratio, 4))
     assert abs(result.size_ratio - 1) < 0.03
     with tifffile.TiffFile(src) as a, tifffile.TiffFile(out) as b:
@@ -390,6 +406,7 @@ def test_gt450_style(
     out = tmp_path / "gt450_srgb.svs"
     result = svsicc.apply(src, out, workers=1)
     figures = assert_colour(src, out, bar)
+    assert_ijg_encoded(src)
     print(f"GT450-style {subsampling} Q91", figures, "size ratio", round(result.size_ratio, 4))
     assert abs(result.size_ratio - 1) < 0.05
     levels = [p.index for p in result.pages if p.role == "level"]

@@ -73,6 +73,10 @@ def test_json_report_on_a_real_slide_writes_nothing(
     assert report["estimated_seconds_one_core"] > 0
     assert report["estimated_seconds_all_cores_ideal"] > 0
     assert report["cores"] >= 1 and report["table_seconds"] >= 0
+    from svsicc.colour import colour_path
+
+    assert report["colour_path"] == colour_path()
+    assert report["colour_path"].startswith(("C gather", "numpy fallback"))
 
 
 def test_counts_the_segments_apply_rewrites(folder: Path, tmp_path: Path) -> None:
@@ -156,6 +160,8 @@ def test_benchmark_script_runs_end_to_end(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, str(script), "--size", "1024", "--reps", "1", "--no-check",
          "--variants", ",".join(variants), "--work", str(tmp_path / "work"),
+         "--small", "480x600", "--j2k-size", "768",
+         "--marginal-styles", "at2,gt450,jp2k-33005",
          "--bench-tiles", "20", "--json", str(runs_file)],
         capture_output=True, text=True, timeout=300,
         env={**os.environ, "SVSICC_CACHE_DIR": os.environ["SVSICC_CACHE_DIR"]},
@@ -174,7 +180,76 @@ def test_benchmark_script_runs_end_to_end(tmp_path: Path) -> None:
             report,
             re.M,
         )
+    # The independent codec floor against the svsicc command line, per segment and start-up.
+    for style in ("at2", "gt450", "jp2k-33005"):
+        assert re.search(
+            rf"^{style} +\d+/\d+ +-?[\d.]+ +-?[\d.]+ +-?[\d.]+ +-?[\d.]+ +-?[\d.]+ +[\d.]+$",
+            report,
+            re.M,
+        ), report
+        assert re.search(
+            rf"^{style} +floor/svsicc per segment = +-?[\d.]+ +target >= 0.85 (PASS|FAIL) .*"
+            r"svsicc start-up -?[\d.]+ s +target < 0.15 (PASS|FAIL) +\(CPU time: svsicc "
+            r"-?[\d.]+ s, floor -?[\d.]+ s\)$",
+            report,
+            re.M,
+        ), report
+    process_runs = json.loads(runs_file.read_text())["process_runs"]
+    assert len(process_runs) == 3 * 2 * 2  # styles x sizes x (floor, svsicc)
+    assert {r["variant"] for r in process_runs} == {"codec-floor", "svsicc-cli"}
     runs = json.loads(runs_file.read_text())["runs"]
     assert len(runs) == 2 * len(variants)
     assert {r["variant"] for r in runs} == set(variants)
     assert all(r["seconds"] > 0 for r in runs)
+
+
+@pytest.mark.parametrize("style", ["at2", "gt450"])
+def test_codec_floor_uses_no_svsicc_and_reencodes_what_apply_rewrites(
+    tmp_path: Path, style: str
+) -> None:
+    """benchmarks/codec_floor.py, the yardstick, runs with svsicc unimportable and re-encodes
+    every level tile and thumbnail strip (not label or macro) at the source's own quality."""
+    import subprocess
+    import sys
+
+    from svsicc import tiff
+    from svsicc.slide import Role, read_slide
+
+    src = write_slide(
+        tmp_path / f"{style}.svs", mosaic(load_real_pixels(), 700, 500, seed=3), preset(style)
+    )
+    script = Path(__file__).parent.parent / "benchmarks" / "codec_floor.py"
+    runner = (
+        "import runpy, sys; sys.modules['svsicc'] = None; sys.argv = sys.argv[1:]; "
+        "runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    out = tmp_path / "floor.out"
+    done = subprocess.run(
+        [sys.executable, "-c", runner, str(script), str(src), str(out)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    with tiff.TiffReader(src) as reader:
+        pages = read_slide(reader).pages
+        expected = [
+            c for p in pages if p.role in (Role.LEVEL, Role.THUMBNAIL) for c in p.byte_counts if c
+        ]
+    summary = json.loads(done.stdout)
+    assert summary["segments"] == len(expected)
+    assert summary["bytes"] == out.stat().st_size
+    # The first re-encoded stream carries the first source tile's tables and sampling.
+    from svsicc.codecs.jpeg import SOF0, TableSet, split_header
+
+    data = out.read_bytes()
+    first = data[: data.index(b"\xff\xd9") + 2]
+    with tiff.TiffReader(src) as reader:
+        page = pages[0]
+        source = reader.read(page.offsets[0], page.byte_counts[0])
+        tables = TableSet.from_jpeg_tables(page.jpeg_tables)
+    source_segments, _ = split_header(source)
+    made_segments, _ = split_header(first)
+    wanted = tables.merged(TableSet.from_segments(source_segments)).quant
+    assert TableSet.from_segments(made_segments).quant == wanted
+    sof = [s.payload for s in source_segments if s.marker == SOF0][0]
+    made_sof = [s.payload for s in made_segments if s.marker == SOF0][0]
+    assert made_sof[7::3] == sof[7::3]  # sampling factors of each component

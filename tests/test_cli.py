@@ -268,3 +268,50 @@ def test_frame_header_claiming_a_huge_tile_fails_fast(
     assert code == 2
     assert_one_line_error(err, "IFD 0", "tile 11", "65520x65520, expected 240x240")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["huge_sof.svs"]
+
+
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+
+
+def test_version_names_the_colour_path() -> None:
+    from svsicc import __version__
+    from svsicc.colour import native_gather_available
+
+    proc = _python("from svsicc.cli import main; main(['--version'])")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"svsicc {__version__}"
+    expected = "C gather (svsicc._native)" if native_gather_available() else "numpy fallback"
+    assert lines[1].startswith(f"colour path: {expected}")
+    # Without the extension: the fallback, its cost and why it runs.
+    proc = _python(
+        "import sys; sys.modules['svsicc._native'] = None\n"
+        "from svsicc.cli import main; main(['--version'])"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert re.fullmatch(
+        r"colour path: numpy fallback, colour stage 6-13x slower \(C extension not built: "
+        r".*svsicc\._native.*; reinstall with a C compiler\)",
+        proc.stdout.splitlines()[1],
+    ), proc.stdout
+
+
+def test_apply_imports_no_other_subcommand(tmp_path: Path) -> None:
+    """Start-up: a one-worker apply imports neither verify, report, migrate or bench nor the
+    process pool's modules (their imports cost more than apply's own set-up); the full parser
+    still lists every subcommand."""
+    args = ["apply", str(CMU_SMALL), str(tmp_path / "o.svs"), "--profile", str(SCANSCOPE)]
+    proc = _python(
+        "import sys; from svsicc.cli import main\n"
+        f"code = main({[*args, '--workers', '1', '--quiet']!r})\n"
+        "print(code, sorted(m for m in sys.modules if m.startswith(('svsicc.', 'multi', 'conc'))))"
+    )
+    code, modules = proc.stdout.split(" ", 1)
+    assert code == "0" and "svsicc.apply" in modules, proc.stdout + proc.stderr
+    for other in ("svsicc.verify", "svsicc.report", "svsicc.migrate", "svsicc.bench"):
+        assert f"'{other}'" not in modules
+    assert "multiprocessing" not in modules and "concurrent" not in modules
+    listed = _python("from svsicc.cli import main; main(['--help'])").stdout
+    for command in ("apply", "info", "bench", "migrate", "verify", "report"):
+        assert re.search(rf"^ +{command} ", listed, re.M), listed

@@ -70,6 +70,11 @@ def test_aperio_rgb_stream_round_trip() -> None:
     settings = codec.settings_for(tile)
     assert settings.colorspace == "RGB" and settings.sampling_name == "4:4:4"
     assert [c.id for c in settings.components] == [0, 1, 2]
+    # Aperio's tables are IJG tables (Q30 here): imagecodecs encoded it, and the frame header
+    # (component IDs, sampling, table numbers) is the source's byte for byte.
+    assert codec._ijg_encoder(settings) is not None
+    frame = [s.payload for s in split_header(again)[0] if s.marker == 0xC0]
+    assert frame == [s.payload for s in split_header(tile)[0] if s.marker == 0xC0]
 
 
 @pytest.mark.parametrize("subsampling", [0, 1, 2])
@@ -164,3 +169,73 @@ def test_grey_jpeg_is_refused(tissue: np.ndarray) -> None:
     source = encode_pillow(tissue[..., 0], quality=90)
     with pytest.raises(JpegFormatError, match="1-component"):
         JpegCodec(None, 6).settings_for(source)
+
+
+def test_ijg_tables_are_the_ones_libjpeg_makes_at_every_quality(tissue: np.ndarray) -> None:
+    from svsicc.codecs.ijg import ijg_table
+    from svsicc.codecs.jpeg import TableSet, _natural_order
+
+    for quality in range(1, 101):
+        stream = encode_pillow(tissue[:16, :16], quality=quality)
+        made = TableSet.from_segments(split_header(stream)[0]).quant
+        assert _natural_order(made[0]) == ijg_table(False, quality), quality
+        assert _natural_order(made[1]) == ijg_table(True, quality), quality
+
+
+def _reencoders(tables: bytes | None, photometric: int) -> tuple[JpegCodec, JpegCodec]:
+    """The default codec, and one that encodes every tile through Pillow with explicit tables."""
+    pillow = JpegCodec(tables, photometric)
+    pillow.use_ijg = False
+    return JpegCodec(tables, photometric), pillow
+
+
+@pytest.mark.parametrize(
+    "kind", ["aperio", "ycbcr-4:2:0", "ycbcr-4:2:2", "ycbcr-4:4:4", "optimised", "q100", "q5"]
+)
+def test_ijg_encoder_writes_what_pillow_writes_with_the_tables(
+    tissue: np.ndarray, kind: str
+) -> None:
+    """Sources with IJG tables go through imagecodecs; the bytes are Pillow's with the source's
+    tables given explicitly (both libjpeg-turbo, integer DCT), so no pixel changes."""
+    if kind == "aperio":
+        with tifffile.TiffFile(CMU_SMALL) as tif:
+            tables = tif.pages[0].tags[347].value
+        sources, photometric, size = segment_bytes(CMU_SMALL, 0)[::7], 2, 240
+    else:
+        options: dict[str, object] = {"quality": 91, "subsampling": 2}
+        if kind.startswith("ycbcr"):
+            options["subsampling"] = {"4:2:0": 2, "4:2:2": 1, "4:4:4": 0}[kind[-5:]]
+        elif kind == "optimised":
+            options["optimize"] = True
+        else:
+            options["quality"] = int(kind[1:])
+        crops = [np.ascontiguousarray(np.rot90(tissue, k)) for k in range(4)]
+        sources = [encode_pillow(c, **options) for c in crops]
+        tables, photometric, size = None, 6, 256
+    fast, pillow = _reencoders(tables, photometric)
+    assert fast._ijg_encoder(fast.settings_for(sources[0])) is not None
+    for source in sources:
+        pixels = fast.decode(source, size, size)
+        assert fast.encode(pixels, "BGRX", source) == pillow.encode(pixels, "BGRX", source)
+        rgbx = np.ascontiguousarray(pixels[..., [2, 1, 0, 3]])
+        assert fast.encode(rgbx, "RGBX", source) == pillow.encode(pixels, "BGRX", source)
+
+
+def test_tables_that_are_not_ijg_tables_go_through_pillow(tissue: np.ndarray) -> None:
+    """One entry off the IJG table, or a restart interval: Pillow keeps the source's tables."""
+    from svsicc.codecs.ijg import ijg_table
+
+    luminance, chrominance = list(ijg_table(False, 85)), list(ijg_table(True, 85))
+    luminance[63] += 1
+    near = encode_pillow(tissue, qtables=[luminance, chrominance], subsampling=2)
+    restart = encode_pillow(tissue, quality=85, restart_marker_blocks=4)
+    for source in (near, restart):
+        fast, pillow = _reencoders(None, 6)
+        assert fast._ijg_encoder(fast.settings_for(source)) is None
+        pixels = fast.decode(source, 256, 256)
+        again = fast.encode(pixels, "BGRX", source)
+        assert again == pillow.encode(pixels, "BGRX", source)
+        dqt = [s.payload for s in split_header(again)[0] if s.marker == 0xDB]
+        assert dqt == [s.payload for s in split_header(source)[0] if s.marker == 0xDB]
+    quality_85 = encode_pillow(tissue, quality=85, subsampling=2)
+    assert JpegCodec(None, 6)._ijg_encoder(JpegCodec(None, 6).settings_for(quality_85)) is not None

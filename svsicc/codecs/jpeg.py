@@ -8,8 +8,10 @@ Two real layouts matter:
 * GT450: self-contained JFIF YCbCr streams (4:2:0 / 4:2:2 / 4:4:4).
 
 The SOF decides sampling; Photometric decides colourspace (as OpenSlide does). The encoder is
-Pillow (libjpeg) because it accepts explicit quantisation tables; its markers are then replaced by
-the source's so the tile differs from the original only in its entropy-coded data.
+libjpeg-turbo through imagecodecs when the source's tables are IJG tables at some quality
+(:mod:`svsicc.codecs.ijg`), else Pillow (libjpeg-turbo too), which accepts explicit quantisation
+tables; either way its markers are then replaced by the source's so the tile differs from the
+original only in its entropy-coded data.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import imagecodecs
 import numpy as np
@@ -26,6 +29,9 @@ from PIL import Image
 
 from ..exceptions import CodecError
 from . import libjpeg
+
+if TYPE_CHECKING:
+    from .ijg import IjgEncoder
 
 ZIGZAG = (
     0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27,
@@ -281,6 +287,8 @@ class JpegCodec:
     """Decode to BGRX and encode from RGBX/BGRX, reproducing the source tile's stream."""
 
     lossless = False
+    # False: every tile through Pillow with explicit tables (tests compare the two encoders).
+    use_ijg = True
 
     def __init__(self, jpeg_tables: bytes | None, photometric: int) -> None:
         self._raw_tables = jpeg_tables or None
@@ -288,6 +296,8 @@ class JpegCodec:
         self._photometric = photometric
         self._settings: dict[bytes, JpegSettings] = {}
         self._spliced: dict[tuple[int, bytes], bytes] = {}
+        self._ijg: dict[int, IjgEncoder | None] = {}
+        self._last_header: tuple[int, bytes, bytes] | None = None  # settings id, encoder's, spliced
 
     def settings_for(self, tile: bytes) -> JpegSettings:
         sos = tile.find(b"\xff\xda")
@@ -332,6 +342,41 @@ class JpegCodec:
     def encode(self, pixels: np.ndarray, layout: str, source_tile: bytes) -> bytes:
         """Encode (rows, cols, 4) uint8 pixels in ``layout`` ("RGBX" or "BGRX")."""
         settings = self.settings_for(source_tile)
+        fast = self._ijg_encoder(settings)
+        if fast is not None:
+            encoded = fast.encode(np.ascontiguousarray(pixels), layout)
+        else:
+            encoded = self._pillow_encode(pixels, layout, settings)
+        # The encoder writes the same headers for every tile of a kind (Huffman tables change
+        # only when optimised): splice each distinct header once, then reuse it. The last one
+        # is compared first, byte for byte, which is cheaper than walking the markers again.
+        last = self._last_header
+        if last is not None and last[0] == id(settings) and encoded.startswith(last[1]):
+            scan, header = len(last[1]), last[2]
+        else:
+            scan = scan_data_start(encoded)
+            key = (id(settings), encoded[:scan])  # settings live in self._settings: stable ids
+            cached = self._spliced.get(key)
+            if cached is None:
+                cached = splice(encoded[:scan] + b"\xff\xd9", settings)[:-2]
+                if len(self._spliced) < MAX_CACHED_HEADERS:
+                    self._spliced[key] = cached
+            header = cached
+            self._last_header = (key[0], key[1], header)
+        return b"".join((header, memoryview(encoded)[scan:]))
+
+    def _ijg_encoder(self, settings: JpegSettings) -> IjgEncoder | None:
+        """imagecodecs' encoder when the source's tables are IJG tables (decided once per kind
+        of tile), else None: Pillow with the tables given explicitly."""
+        key = id(settings)
+        if key not in self._ijg:
+            from .ijg import ijg_encoder  # ijg builds on this module
+
+            self._ijg[key] = ijg_encoder(settings) if self.use_ijg else None
+        return self._ijg[key]
+
+    @staticmethod
+    def _pillow_encode(pixels: np.ndarray, layout: str, settings: JpegSettings) -> bytes:
         rows, cols = pixels.shape[:2]
         if layout == "RGBX" and pixels.flags.c_contiguous:
             # An RGBX image maps the array as it is (no unpacking copy); the JPEG encoder reads
@@ -353,17 +398,7 @@ class JpegCodec:
             image.save(buf, "JPEG", **options)
         except (OSError, ValueError) as exc:  # what Pillow raises for what libjpeg refuses
             raise JpegFormatError(f"libjpeg cannot encode it: {exc}") from None
-        encoded = buf.getvalue()
-        # The encoder writes the same headers for every tile of a kind (Huffman tables change
-        # only when optimised): splice each distinct header once, then reuse it.
-        scan = scan_data_start(encoded)
-        key = (id(settings), encoded[:scan])  # settings live in self._settings: ids are stable
-        header = self._spliced.get(key)
-        if header is None:
-            header = splice(encoded[:scan] + b"\xff\xd9", settings)[:-2]
-            if len(self._spliced) < MAX_CACHED_HEADERS:
-                self._spliced[key] = header
-        return header + encoded[scan:]
+        return buf.getvalue()
 
 
 def scan_data_start(data: bytes) -> int:
