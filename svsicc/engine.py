@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import mmap
 import os
-import signal
 import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
@@ -27,7 +26,7 @@ from .codecs.lossless import LosslessCodec
 from .colour import ColourTable
 from .exceptions import CodecError, SvsiccError, TileDecodeError, UnsupportedLayoutError
 from .slide import Page
-from .worker_signals import shield_worker
+from .worker_signals import interrupts_deferred, shield_worker
 
 if TYPE_CHECKING:
     # multiprocessing and concurrent.futures are imported when a pool starts: a one-worker
@@ -410,26 +409,6 @@ def run_warmup(task: BatchTask) -> tuple[list[bytes | BadSegment], dict[int, obj
     return results, {page: processor.learned()[page]}
 
 
-_DEFERRED_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-
-
-@contextlib.contextmanager
-def _interrupts_deferred() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM while the pool may fork a worker.
-
-    A KeyboardInterrupt raised inside fork's at-fork hooks is swallowed ("Exception ignored"),
-    so the interrupt would be half lost; held here, it is delivered right after, in our code.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _DEFERRED_SIGNALS)
-
-
 def _init_worker(parent: int, rings: ResultRings | None) -> None:
     import time
 
@@ -437,7 +416,7 @@ def _init_worker(parent: int, rings: ResultRings | None) -> None:
         _worker_state["ring"] = _ClaimedRing(rings, ring)
 
     # The parent handles Ctrl-C and SIGTERM and shuts the pool down; workers must not die
-    # mid-batch first (forked while the parent held both, see _interrupts_deferred).
+    # mid-batch first (forked while the parent held both, see interrupts_deferred).
     shield_worker(parent)
 
     def exit_with_parent() -> None:
@@ -596,7 +575,7 @@ def _warm_up_on_pool(
     futures: list[Future[tuple[list[bytes | BadSegment], dict[int, object]]]] = []
     try:
         for group in groups:
-            with _interrupts_deferred():
+            with interrupts_deferred():
                 futures.append(
                     executor.submit(run_warmup, dataclasses.replace(template, segments=group))
                 )
@@ -626,7 +605,7 @@ def _on_pool(
 
     def submit(batch: tuple[SegmentTask, ...]) -> None:
         task = dataclasses.replace(template, segments=batch)
-        with _interrupts_deferred():
+        with interrupts_deferred():
             window.append((batch, executor.submit(run_batch, task)))
 
     try:

@@ -81,7 +81,7 @@ from .plan import ProfileChoice, find_embedded_profile
 from .resume import choice_change
 from .slide import Page, Role, Slide, read_slide
 from .verify import verify_before_commit
-from .worker_signals import shield_worker
+from .worker_signals import interrupts_deferred, shield_worker
 
 LOCK_NAME = ".svsicc-migrate.lock"
 # Exit codes besides 0 (all converted, or nothing needed converting) and 2 (a bad request):
@@ -921,8 +921,9 @@ def run_migration(options: MigrateOptions, out: TextIO = sys.stdout) -> Migratio
         try:
             for record in run_jobs(jobs, backend, start, progress.draw):
                 record = record.with_changes(run_id=run_id)
-                journal.write(record)
-                records.append(record)
+                with interrupts_deferred():  # journalled and counted, or neither
+                    journal.write(record)
+                    records.append(record)
                 progress.add(record)
                 replaced = record.profile_origin.partition(", replaces embedded ")[2]
                 if replaced and replaced not in replacements and not options.quiet:

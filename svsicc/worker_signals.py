@@ -11,11 +11,33 @@ process pool stops workers (``Process.terminate``), and it must still work.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
+from collections.abc import Iterator
 
 _TERM = {signal.SIGTERM}
+_INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM in the main thread for a step that must not be cut in half.
+
+    Forking a pool worker (a KeyboardInterrupt raised inside fork's at-fork hooks is swallowed,
+    "Exception ignored", so the interrupt would be half lost), or writing a result to the
+    journal and counting it (an interrupt in between would report it as unfinished). Held here,
+    the interrupt is delivered right after, in our code.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _INTERRUPTS)
 
 
 def shield_worker(parent: int) -> None:
