@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """How fast svsicc applies a profile, against the codec floor, Pillow per tile and libvips.
 
-Builds large realistic slides with :mod:`svsicc.synthetic` (AT2-style RGB-colourspace JPEG and
+Builds large realistic slides with :mod:`tests.synthetic` (AT2-style RGB-colourspace JPEG and
 GT450-style YCbCr JPEG, level 0 of ``--size`` pixels square plus two reduced levels, thumbnail,
 label and macro; tiles cut from the real CMU-1 pixels, no two level-0 tiles alike; the real
 ScanScope v1 profile embedded) and times, alternating the variants within each repetition:
@@ -24,6 +24,12 @@ Run: .venv/bin/python benchmarks/bench_apply.py [--size 12000] [--reps 7] [--mem
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# The fixture builder lives in tests/: it ships with the repository, not with the package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import argparse
 import hashlib
 import importlib.util
@@ -44,7 +50,7 @@ import marginal  # benchmarks/marginal.py, beside this script
 import numpy as np
 
 if TYPE_CHECKING:
-    from svsicc.colour import ColourTable
+    from svsicc.colour.transform import ColourTable
 
 REPO = Path(__file__).resolve().parent.parent
 PROFILE_FILE = REPO / "tests" / "data" / "ScanScope_v1_from_CMU-Embed.icc"
@@ -99,7 +105,7 @@ class BuiltSlide:
 
 
 def slide_spec(style: str, size: int) -> Any:
-    from svsicc.synthetic import Style, preset
+    from tests.synthetic import Style, preset
 
     # Past ~4 GB a classic TIFF cannot hold the file; AT2 Q70 stays far below at 24000.
     return preset(cast(Style, style), profile=PROFILE_FILE.read_bytes(), bigtiff=size > 40000)
@@ -108,7 +114,7 @@ def slide_spec(style: str, size: int) -> Any:
 def build_slide(work: Path, style: str, size: int, height: int | None = None) -> BuiltSlide:
     """Build (or reuse) ``work/<style>-<size>.svs`` (``<style>-<size>x<height>.svs`` when not
     square); the stamp file records what was built."""
-    from svsicc.synthetic import load_real_pixels, mosaic, write_slide
+    from tests.synthetic import load_real_pixels, mosaic, write_slide
 
     height = size if height is None else height
     spec = slide_spec(style, max(size, height))
@@ -139,8 +145,8 @@ def build_slide(work: Path, style: str, size: int, height: int | None = None) ->
 def describe_slide(
     path: Path, style: str, size: int, tile: int, quality: int, bigtiff: bool
 ) -> BuiltSlide:
-    from svsicc import tiff
-    from svsicc.slide import Role, read_slide
+    from svsicc.aperio.slide import Role, read_slide
+    from svsicc.tiff import file as tiff
 
     with tiff.TiffReader(path) as reader:
         slide = read_slide(reader)
@@ -175,7 +181,7 @@ def describe_slide(
 
 
 class NoColour:
-    """The floor's colour stage: none. Duck-types :class:`svsicc.colour.ColourTable`.
+    """The floor's colour stage: none. Duck-types :class:`svsicc.colour.transform.ColourTable`.
 
     The decoded BGRX pixels go to the encoder untouched, which reads them as RGBX: the same
     codec work as svsicc's path, including its zero-copy hand-over to Pillow (handing Pillow
@@ -190,8 +196,8 @@ class NoColour:
 class NaiveTransform:
     """The colour stage of the literature's recipe: LittleCMS through Pillow on every tile.
 
-    Duck-types :class:`svsicc.colour.ColourTable` so the rest of the pipeline (decode, encode,
-    writer) is exactly apply's.
+    Duck-types :class:`svsicc.colour.transform.ColourTable` so the rest of the pipeline (decode,
+    encode, writer) is exactly apply's.
     """
 
     def __init__(self, profile: bytes) -> None:
@@ -199,7 +205,7 @@ class NaiveTransform:
 
         from PIL import ImageCms
 
-        from svsicc.colour import default_target
+        from svsicc.colour.transform import default_target
 
         # The same target as svsicc's, so only the way the colour stage is computed differs.
         self.transform = ImageCms.buildTransform(
@@ -222,19 +228,20 @@ class NaiveTransform:
 
 
 def copy_with_colour_stage(src: Path, dst: Path, table: Any) -> dict[str, float]:
-    """apply's writer (svsicc.apply._write_copy) with ``table`` as the colour stage, one core.
+    """apply's writer (``svsicc.convert.apply._write_copy``) with ``table`` as the colour stage,
+    one core.
 
     ``table=NoColour()`` is the floor: decode and re-encode only.
     """
     import importlib
 
-    from svsicc import tiff
-    from svsicc.colour import IccProfile, Intent, default_target
-    from svsicc.output import TempOutput
-    from svsicc.slide import read_slide
+    from svsicc.aperio.slide import read_slide
+    from svsicc.colour.transform import IccProfile, Intent, default_target
+    from svsicc.tiff import file as tiff
+    from svsicc.tiff.output import TempOutput
 
-    # ``svsicc.apply`` the attribute is the function; the module is needed here.
-    apply_module = importlib.import_module("svsicc.apply")
+    # ``svsicc.convert.apply`` the attribute is the function; the module is needed here.
+    apply_module = importlib.import_module("svsicc.convert.apply")
     profile = IccProfile.from_file(PROFILE_FILE)
     with tiff.TiffReader(src) as reader:
         slide = read_slide(reader)
@@ -289,7 +296,7 @@ def child_main(args: argparse.Namespace) -> None:
         import PIL.ImageCms  # noqa: F401
         import PIL.JpegImagePlugin  # noqa: F401
 
-        import svsicc.apply  # noqa: F401
+        import svsicc.convert.apply  # noqa: F401
     cpu_before = _cpu_seconds()
     started = time.perf_counter()
     if args.child == "floor":
@@ -298,7 +305,7 @@ def child_main(args: argparse.Namespace) -> None:
         extra = copy_with_colour_stage(src, dst, NaiveTransform(PROFILE_FILE.read_bytes()))
     elif args.child == "floor-2":
         import svsicc
-        from svsicc.colour import ColourTable
+        from svsicc.colour.transform import ColourTable
 
         # Patched before the pool forks, so its workers run the floor's no-op colour stage.
         ColourTable.apply_bgrx = NoColour.apply_bgrx  # type: ignore[method-assign,assignment]
@@ -490,7 +497,7 @@ def scaling_lines(slides: Sequence[BuiltSlide], runs: Sequence[Run]) -> list[str
 
 def stage_breakdown(slide: BuiltSlide, tiles: int) -> tuple[str, Any]:
     """svsicc bench on the slide: where a tile's time goes, one core, nothing written."""
-    from svsicc.bench import bench_slide, format_bench
+    from svsicc.check.bench import bench_slide, format_bench
 
     result = bench_slide(slide.path, tiles=tiles)
     return format_bench(result), result
@@ -502,9 +509,9 @@ def interleaved_line(slide: BuiltSlide, table: ColourTable, chunk: int = 32) -> 
     Both share each few seconds of the machine's speed, so this ratio is nearly free of the
     noise that whole runs see; it prices the colour stage alone (no table load, no set-up).
     """
-    from svsicc import tiff
-    from svsicc.engine import PageJob, SegmentProcessor, SegmentTask
-    from svsicc.slide import read_slide
+    from svsicc.aperio.slide import read_slide
+    from svsicc.convert.engine import PageJob, SegmentProcessor, SegmentTask
+    from svsicc.tiff import file as tiff
 
     with tiff.TiffReader(slide.path) as reader:
         page = read_slide(reader).pages[0]
@@ -573,7 +580,7 @@ def colour_check(slide: BuiltSlide, work: Path, env: dict[str, str]) -> str:
     """How far each output's level 0 is from LittleCMS applied to the decoded original."""
     import tifffile
 
-    from svsicc.colour import IccProfile, Intent, default_target, reference_transform
+    from svsicc.colour.transform import IccProfile, Intent, default_target, reference_transform
 
     size = min(2048, slide.size)
     with tifffile.TiffFile(slide.path) as tif:
@@ -754,7 +761,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ["SVSICC_CACHE_DIR"] = env["SVSICC_CACHE_DIR"]
     print(machine_line(), flush=True)
 
-    from svsicc.colour import ColourTable, IccProfile, Intent, default_target
+    from svsicc.colour.transform import ColourTable, IccProfile, Intent, default_target
 
     # Every svsicc run then loads the table from the cache, as on any run after the first.
     table = ColourTable.load_or_build(

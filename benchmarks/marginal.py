@@ -201,9 +201,9 @@ def interleaved_line(style: str, path: Path, table: Any, chunk: int = 32) -> str
     import tifffile
     from codec_floor import reencoder
 
-    from svsicc import tiff
-    from svsicc.engine import PageJob, SegmentProcessor, SegmentTask
-    from svsicc.slide import read_slide
+    from svsicc.aperio.slide import read_slide
+    from svsicc.convert.engine import PageJob, SegmentProcessor, SegmentTask
+    from svsicc.tiff import file as tiff
 
     with tiff.TiffReader(path) as reader:
         page = read_slide(reader).pages[0]

@@ -17,6 +17,12 @@ Without it, the seeded random mutator of the test runs for --count mutants::
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# The fixture builder lives in tests/: it ships with the repository, not with the package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import argparse
 import contextlib
 import io
@@ -32,12 +38,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from svsicc.cli import main as svsicc_main  # noqa: E402
+from svsicc.cli.main import main as svsicc_main  # noqa: E402
 from tests.test_fuzz import Seed, check_one, describe, mutate  # noqa: E402
 
 
 def build_seeds(folder: Path) -> list[Seed]:
-    from svsicc.synthetic import DATA_DIR, load_real_pixels, preset, write_slide
+    from tests.synthetic import DATA_DIR, load_real_pixels, preset, write_slide
 
     embedded = (DATA_DIR / "AdobeCompat-v2.icc").read_bytes()
     pixels = np.ascontiguousarray(load_real_pixels()[1200:1584, 900:1412])

@@ -2,17 +2,23 @@
 
     python scripts/make_synthetic_slides.py OUT_DIR [--size 4000] [--styles at2 gt450 ...]
 
-Each slide is built by svsicc.synthetic from the bundled CMU-1-Small-Region pixels, with the real
+Each slide is built by tests.synthetic from the bundled CMU-1-Small-Region pixels, with the real
 ScanScope v1 profile embedded where that scanner would put it. Handy for trying svsicc on layouts
 no public slide has.
 """
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# The fixture builder lives in tests/: it ships with the repository, not with the package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import argparse
 from pathlib import Path
 
-from svsicc.synthetic import DATA_DIR, load_real_pixels, mosaic, preset, write_slide
+from tests.synthetic import DATA_DIR, load_real_pixels, mosaic, preset, write_slide
 
 STYLES = ("at2", "gt450", "lzw", "jp2k-33003", "jp2k-33005")
 

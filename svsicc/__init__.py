@@ -17,17 +17,21 @@ codecs.
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .api import migrate
-    from .apply import ApplyResult, PageResult, apply
-    from .colour import IccProfile, Intent
-    from .exceptions import (
+    from svsicc.aperio.info import SlideInfo
+    from svsicc.aperio.info import slide_info as info
+    from svsicc.archive.api import migrate
+    from svsicc.archive.migrate import MigrationReport
+    from svsicc.check.report import ReportResult
+    from svsicc.check.report import make_report as report
+    from svsicc.check.verify import VerifyResult, verify
+    from svsicc.colour.transform import IccProfile, Intent
+    from svsicc.convert.apply import ApplyResult, PageResult, apply
+    from svsicc.exceptions import (
         AlreadyAppliedError,
         Audience,
         OutputError,
@@ -38,28 +42,22 @@ if TYPE_CHECKING:
         UnsupportedLayoutError,
         VerificationError,
     )
-    from .info import SlideInfo
-    from .info import slide_info as info
-    from .migrate import MigrationReport
-    from .report import ReportResult
-    from .report import make_report as report
-    from .verify import VerifyResult, verify
 
 # Public name -> (module, attribute).
 _LAZY: dict[str, tuple[str, str]] = {
-    "apply": ("svsicc.apply", "apply"),
-    "verify": ("svsicc.verify", "verify"),
-    "info": ("svsicc.info", "slide_info"),
-    "report": ("svsicc.report", "make_report"),
-    "migrate": ("svsicc.api", "migrate"),
-    "ApplyResult": ("svsicc.apply", "ApplyResult"),
-    "PageResult": ("svsicc.apply", "PageResult"),
-    "VerifyResult": ("svsicc.verify", "VerifyResult"),
-    "SlideInfo": ("svsicc.info", "SlideInfo"),
-    "ReportResult": ("svsicc.report", "ReportResult"),
-    "MigrationReport": ("svsicc.migrate", "MigrationReport"),
-    "IccProfile": ("svsicc.colour", "IccProfile"),
-    "Intent": ("svsicc.colour", "Intent"),
+    "apply": ("svsicc.convert.apply", "apply"),
+    "verify": ("svsicc.check.verify", "verify"),
+    "info": ("svsicc.aperio.info", "slide_info"),
+    "report": ("svsicc.check.report", "make_report"),
+    "migrate": ("svsicc.archive.api", "migrate"),
+    "ApplyResult": ("svsicc.convert.apply", "ApplyResult"),
+    "PageResult": ("svsicc.convert.apply", "PageResult"),
+    "VerifyResult": ("svsicc.check.verify", "VerifyResult"),
+    "SlideInfo": ("svsicc.aperio.info", "SlideInfo"),
+    "ReportResult": ("svsicc.check.report", "ReportResult"),
+    "MigrationReport": ("svsicc.archive.migrate", "MigrationReport"),
+    "IccProfile": ("svsicc.colour.transform", "IccProfile"),
+    "Intent": ("svsicc.colour.transform", "Intent"),
     **{
         name: ("svsicc.exceptions", name)
         for name in (
@@ -115,16 +113,3 @@ def __getattr__(name: str) -> object:
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *_LAZY})
-
-
-class _Package(types.ModuleType):
-    def __setattr__(self, name: str, value: object) -> None:
-        # Loading the submodule svsicc.apply (verify, info, report, migrate) makes the import
-        # system bind it to the package attribute of the same name; that name belongs to the
-        # public function, whatever was imported first.
-        if name in _LAZY and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -29,7 +29,7 @@ def small_copy(tmp_path: Path) -> Path:
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
     """svsicc's main() in-process: (exit code, stdout, stderr)."""
-    from svsicc.cli import main
+    from svsicc.cli.main import main
 
     code = main([str(a) for a in args])
     captured = capsys.readouterr()

@@ -19,11 +19,11 @@ from svsicc.exceptions import OPTIONS, Audience, OutputError, ProfileError, Svsi
 from .conftest import CMU_SMALL, SCANSCOPE
 
 FUNCTIONS = {
-    "apply": ("svsicc.apply", "apply"),
-    "verify": ("svsicc.verify", "verify"),
-    "info": ("svsicc.info", "slide_info"),
-    "report": ("svsicc.report", "make_report"),
-    "migrate": ("svsicc.api", "migrate"),
+    "apply": ("svsicc.convert.apply", "apply"),
+    "verify": ("svsicc.check.verify", "verify"),
+    "info": ("svsicc.aperio.info", "slide_info"),
+    "report": ("svsicc.check.report", "make_report"),
+    "migrate": ("svsicc.archive.api", "migrate"),
 }
 TYPES = [
     "ApplyResult",
@@ -73,14 +73,16 @@ def test_import_is_light_and_names_survive_any_import_order() -> None:
     code = "\n".join(
         [
             "import sys, svsicc",
-            "heavy = {'numpy', 'PIL', 'imagecodecs', 'svsicc.apply', 'svsicc.colour'}",
+            "heavy = {'numpy', 'PIL', 'imagecodecs', 'svsicc.convert.apply',"
+            " 'svsicc.colour.transform'}",
             "assert not heavy & set(sys.modules), heavy & set(sys.modules)",
-            "import svsicc.verify, svsicc.info, svsicc.report, svsicc.migrate, svsicc.apply",
-            "from svsicc.verify import Margins",
+            "import svsicc.check.verify, svsicc.aperio.info, svsicc.check.report,"
+            " svsicc.archive.migrate, svsicc.convert.apply",
+            "from svsicc.check.verify import Margins",
             "from svsicc import info, apply",
             "names = ('apply', 'verify', 'info', 'report', 'migrate')",
             "assert all(callable(getattr(svsicc, n)) for n in names)",
-            "assert info.__name__ == 'slide_info' and apply.__module__ == 'svsicc.apply'",
+            "assert info.__name__ == 'slide_info' and apply.__module__ == 'svsicc.convert.apply'",
             "print('ok')",
         ]
     )

@@ -16,9 +16,9 @@ import pytest
 import tifffile
 
 import svsicc
-from svsicc.colour import IccProfile, Intent, default_target, reference_transform
-from svsicc.engine import BadSegment, ResultRings, WorkerPool
-from svsicc.synthetic import load_real_pixels, preset, write_slide
+from svsicc.colour.transform import IccProfile, Intent, default_target, reference_transform
+from svsicc.convert.engine import BadSegment, ResultRings, WorkerPool
+from tests.synthetic import load_real_pixels, preset, write_slide
 
 from .conftest import (
     CMU_EMBED,
@@ -104,9 +104,9 @@ def assert_colour(original: Path, output: Path, bar: Bar, source: IccProfile = S
 def assert_ijg_encoded(src: Path) -> None:
     """Level 0 of ``src`` is re-encoded through imagecodecs (IJG tables), so the OpenSlide
     decoding checked by the test covers that encoder, not only Pillow's."""
-    from svsicc import tiff
+    from svsicc.aperio.slide import read_slide
     from svsicc.codecs.jpeg import JpegCodec
-    from svsicc.slide import read_slide
+    from svsicc.tiff import file as tiff
 
     with tiff.TiffReader(src) as reader:
         page = read_slide(reader).pages[0]
@@ -465,7 +465,7 @@ def test_include_associated_converts_label_and_macro(tmp_path: Path) -> None:
 
 def test_pool_batches_taper_at_the_tail() -> None:
     """Every task once, in order; the last size * workers tasks go in quarter batches."""
-    from svsicc.engine import SegmentTask, tapered
+    from svsicc.convert.engine import SegmentTask, tapered
 
     tasks = [SegmentTask(0, i, 1000 + i, 10, 256, 256) for i in range(203)]
     batches = list(tapered(tasks, 32, 2))

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 import svsicc
-from svsicc.bench import STAGES, bench_slide, sample_indices
-from svsicc.cli import main
-from svsicc.synthetic import load_real_pixels, mosaic, preset, write_slide
+from svsicc.check.bench import STAGES, bench_slide, sample_indices
+from svsicc.cli.main import main
+from tests.synthetic import load_real_pixels, mosaic, preset, write_slide
 
 from .conftest import CMU_SMALL, SCANSCOPE, sha256
 
@@ -73,7 +73,7 @@ def test_json_report_on_a_real_slide_writes_nothing(
     assert report["estimated_seconds_one_core"] > 0
     assert report["estimated_seconds_all_cores_ideal"] > 0
     assert report["cores"] >= 1 and report["table_seconds"] >= 0
-    from svsicc.colour import colour_path
+    from svsicc.colour.transform import colour_path
 
     assert report["colour_path"] == colour_path()
     assert report["colour_path"].startswith(("C gather", "numpy fallback"))
@@ -212,8 +212,8 @@ def test_codec_floor_uses_no_svsicc_and_reencodes_what_apply_rewrites(
     import subprocess
     import sys
 
-    from svsicc import tiff
-    from svsicc.slide import Role, read_slide
+    from svsicc.aperio.slide import Role, read_slide
+    from svsicc.tiff import file as tiff
 
     src = write_slide(
         tmp_path / f"{style}.svs", mosaic(load_real_pixels(), 700, 500, seed=3), preset(style)

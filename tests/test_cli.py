@@ -216,7 +216,7 @@ def test_console_script_runs_without_traceback(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "svsicc.cli",
+            "svsicc.cli.main",
             "apply",
             str(tmp_path / "missing.svs"),
             str(tmp_path / "o.svs"),
@@ -276,23 +276,23 @@ def _python(code: str) -> subprocess.CompletedProcess[str]:
 
 def test_version_names_the_colour_path() -> None:
     from svsicc import __version__
-    from svsicc.colour import native_gather_available
+    from svsicc.colour.transform import native_gather_available
 
-    proc = _python("from svsicc.cli import main; main(['--version'])")
+    proc = _python("from svsicc.cli.main import main; main(['--version'])")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0] == f"svsicc {__version__}"
-    expected = "C gather (svsicc._native)" if native_gather_available() else "numpy fallback"
+    expected = "C gather (svsicc.colour._native)" if native_gather_available() else "numpy fallback"
     assert lines[1].startswith(f"colour path: {expected}")
     # Without the extension: the fallback, its cost and why it runs.
     proc = _python(
-        "import sys; sys.modules['svsicc._native'] = None\n"
-        "from svsicc.cli import main; main(['--version'])"
+        "import sys; sys.modules['svsicc.colour._native'] = None\n"
+        "from svsicc.cli.main import main; main(['--version'])"
     )
     assert proc.returncode == 0, proc.stderr
     assert re.fullmatch(
         r"colour path: numpy fallback, colour stage 6-13x slower \(C extension not built: "
-        r".*svsicc\._native.*; reinstall with a C compiler\)",
+        r".*svsicc\.colour\._native.*; reinstall with a C compiler\)",
         proc.stdout.splitlines()[1],
     ), proc.stdout
 
@@ -303,15 +303,20 @@ def test_apply_imports_no_other_subcommand(tmp_path: Path) -> None:
     still lists every subcommand."""
     args = ["apply", str(CMU_SMALL), str(tmp_path / "o.svs"), "--profile", str(SCANSCOPE)]
     proc = _python(
-        "import sys; from svsicc.cli import main\n"
+        "import sys; from svsicc.cli.main import main\n"
         f"code = main({[*args, '--workers', '1', '--quiet']!r})\n"
         "print(code, sorted(m for m in sys.modules if m.startswith(('svsicc.', 'multi', 'conc'))))"
     )
     code, modules = proc.stdout.split(" ", 1)
-    assert code == "0" and "svsicc.apply" in modules, proc.stdout + proc.stderr
-    for other in ("svsicc.verify", "svsicc.report", "svsicc.migrate", "svsicc.bench"):
+    assert code == "0" and "svsicc.convert.apply" in modules, proc.stdout + proc.stderr
+    for other in (
+        "svsicc.check.verify",
+        "svsicc.check.report",
+        "svsicc.archive.migrate",
+        "svsicc.check.bench",
+    ):
         assert f"'{other}'" not in modules
     assert "multiprocessing" not in modules and "concurrent" not in modules
-    listed = _python("from svsicc.cli import main; main(['--help'])").stdout
+    listed = _python("from svsicc.cli.main import main; main(['--help'])").stdout
     for command in ("apply", "info", "bench", "migrate", "verify", "report"):
         assert re.search(rf"^ +{command} ", listed, re.M), listed

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from svsicc.colour import (
+from svsicc.colour.transform import (
     ColourTable,
     IccProfile,
     Intent,
@@ -23,8 +23,8 @@ from svsicc.colour import (
     native_gather_available,
     reference_transform,
 )
-from svsicc.engine import PageJob, make_codec
-from svsicc.synthetic import load_real_pixels, mosaic, preset, write_slide
+from svsicc.convert.engine import PageJob, make_codec
+from tests.synthetic import load_real_pixels, mosaic, preset, write_slide
 
 from .conftest import CMU_EMBED, CMU_SMALL, DATA, SCANSCOPE, mean_abs, segment_bytes
 
@@ -103,7 +103,7 @@ def test_table_equals_littlecms_on_all_colours(
 
 def test_slot_layout_is_one_to_one() -> None:
     """The table's chroma-difference layout: a documented slot per colour, every slot used once."""
-    from svsicc.colour import TABLE_LAYOUT, TransformKey, _colours_in, _slots_of
+    from svsicc.colour.transform import TABLE_LAYOUT, TransformKey, _colours_in, _slots_of
 
     colours = np.arange(1 << 24, dtype=np.uint32)
     slots = _slots_of(colours)
@@ -139,7 +139,9 @@ def test_native_gather_is_built() -> None:
     import os
 
     if os.environ.get("SVSICC_ALLOW_NUMPY_GATHER") != "1":
-        assert native_gather_available(), "svsicc._native was not built: install a C compiler"
+        assert native_gather_available(), (
+            "svsicc.colour._native was not built: install a C compiler"
+        )
 
 
 def test_native_and_numpy_gathers_agree_on_all_colours(
@@ -163,9 +165,9 @@ def test_native_and_numpy_gathers_agree_on_all_colours(
     assert np.array_equal(window, before)
 
 
-@pytest.mark.skipif(not native_gather_available(), reason="svsicc._native not built")
+@pytest.mark.skipif(not native_gather_available(), reason="svsicc.colour._native not built")
 def test_native_gather_rejects_wrong_buffers() -> None:
-    from svsicc import _native
+    from svsicc.colour import _native
 
     table = built_table(SOURCE, Intent.PERCEPTUAL).table
     pixels = np.zeros(16, np.uint32)

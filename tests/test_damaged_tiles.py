@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import tifffile
 
+from svsicc.check.verify import verify
 from svsicc.codecs import libjpeg
 from svsicc.codecs.jpeg import JpegCodec
-from svsicc.synthetic import load_real_pixels, preset, write_slide
-from svsicc.verify import verify
+from tests.synthetic import load_real_pixels, preset, write_slide
 
 from .conftest import CMU_SMALL, SCANSCOPE, assert_one_line_error, run_cli, segment_bytes, sha256
 

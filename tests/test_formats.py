@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from svsicc.synthetic import ForeignKind, load_real_pixels, write_foreign_wsi
+from tests.synthetic import ForeignKind, load_real_pixels, write_foreign_wsi
 
 from .conftest import DATA, assert_one_line_error
 from .conftest import run_cli as run

@@ -32,11 +32,11 @@ import numpy as np
 import pytest
 import tifffile
 
-from svsicc import tiff
-from svsicc.cli import main
-from svsicc.colour import ColourTable
-from svsicc.info import slide_info
-from svsicc.synthetic import DATA_DIR, load_real_pixels, preset, write_slide
+from svsicc.aperio.info import slide_info
+from svsicc.cli.main import main
+from svsicc.colour.transform import ColourTable
+from svsicc.tiff import file as tiff
+from tests.synthetic import DATA_DIR, load_real_pixels, preset, write_slide
 
 SEED = 20250607
 CASES = {"openslide-small": 80, "at2": 110, "gt450": 70, "at2-bigtiff": 60}

@@ -28,13 +28,13 @@ import pytest
 import tifffile
 
 import svsicc
-from svsicc import output as output_module
-from svsicc import tiff
-from svsicc.colour import IccProfile, default_target, reference_transform
+from svsicc.aperio.slide import read_slide
+from svsicc.colour.transform import IccProfile, default_target, reference_transform
 from svsicc.exceptions import OutputError, TiffFormatError, UnsupportedLayoutError
-from svsicc.output import TEMP_SUFFIX, TempOutput, bigtiff_twin, temp_name
-from svsicc.slide import read_slide
-from svsicc.synthetic import load_real_pixels, mosaic, preset, write_slide
+from svsicc.tiff import file as tiff
+from svsicc.tiff import output as output_module
+from svsicc.tiff.output import TEMP_SUFFIX, TempOutput, bigtiff_twin, temp_name
+from tests.synthetic import load_real_pixels, mosaic, preset, write_slide
 
 from .conftest import CMU_SMALL, SCANSCOPE, assert_one_line_error, sha256
 from .conftest import run_cli as run

@@ -30,9 +30,9 @@ from svsicc.codecs.jpeg2k import (
     subsampled_ycbcr_for_openslide,
     upsample_chroma,
 )
-from svsicc.colour import IccProfile, default_target, reference_transform
+from svsicc.colour.transform import IccProfile, default_target, reference_transform
 from svsicc.exceptions import TileDecodeError, UnsupportedLayoutError
-from svsicc.synthetic import load_real_pixels, preset, rgb_to_ycbcr, write_slide
+from tests.synthetic import load_real_pixels, preset, rgb_to_ycbcr, write_slide
 
 from .conftest import SCANSCOPE, TCGA, mean_abs, openslide_levels, psnr
 from .conftest import segment_bytes as tiles
@@ -575,8 +575,8 @@ def test_output_bytes_do_not_depend_on_the_worker_count(
 ) -> None:
     """The rate control adapts to the tiles it has seen; the engine makes that history the same
     for any --workers (warm-up in the parent, fixed batches), so the copy is byte-identical."""
-    from svsicc.engine import ADAPTIVE_BATCH, WARMUP_SEGMENTS
-    from svsicc.synthetic import mosaic
+    from svsicc.convert.engine import ADAPTIVE_BATCH, WARMUP_SEGMENTS
+    from tests.synthetic import mosaic
 
     pixels = mosaic(load_real_pixels(), 2304, 1536, seed=11)
     spec = preset("jp2k-33005", profile=scanscope_bytes, downsamples=(1,), with_label=False)

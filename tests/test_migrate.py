@@ -25,10 +25,10 @@ import pytest
 import tifffile
 
 import svsicc
-from svsicc.cli import main
-from svsicc.journal import JOURNAL_NAME
-from svsicc.migrate import LOCK_NAME, discover
-from svsicc.synthetic import load_real_pixels, preset, write_slide
+from svsicc.archive.journal import JOURNAL_NAME
+from svsicc.archive.migrate import LOCK_NAME, discover
+from svsicc.cli.main import main
+from tests.synthetic import load_real_pixels, preset, write_slide
 
 from .conftest import CMU_EMBED, CMU_SMALL, SCANSCOPE, TCGA, sha256
 

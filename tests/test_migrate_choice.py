@@ -1,8 +1,8 @@
 """migrate and the profile choice: --fallback-profile, reruns that equal a fresh run, the journal
 schema upgrade, and migrate --verify.
 
-Every slide is a real file from ``svsicc.synthetic`` (real pixels); every copy is written by the
-real ``svsicc.apply``.
+Every slide is a real file from ``tests.synthetic`` (real pixels); every copy is written by the
+real ``svsicc.convert.apply``.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from svsicc.archive.journal import FAILED, JOURNAL_NAME, SCHEMA_VERSION, Journal
+from svsicc.archive.migrate import SlideJob, migrate_slide
 from svsicc.codecs.jpeg import JpegCodec
-from svsicc.journal import FAILED, JOURNAL_NAME, SCHEMA_VERSION, Journal
-from svsicc.migrate import SlideJob, migrate_slide
-from svsicc.synthetic import load_real_pixels, matrix_trc_profile, preset, write_slide
+from tests.synthetic import load_real_pixels, matrix_trc_profile, preset, write_slide
 
 from .conftest import SCANSCOPE, run_cli, sha256
 

@@ -15,8 +15,7 @@ import pytest
 from PIL import Image
 
 import svsicc
-from svsicc.cli import main
-from svsicc.report import (
+from svsicc.check.report import (
     FILES,
     GAP,
     HEADER,
@@ -27,6 +26,7 @@ from svsicc.report import (
     make_report,
     otsu_threshold,
 )
+from svsicc.cli.main import main
 
 DATA = Path(__file__).parent / "data"
 CMU = DATA / "CMU-1-Small-Region.svs"
@@ -240,7 +240,7 @@ def test_summary_in_plain_words_then_terms_explained_once(cmu_report: ReportResu
 
 
 def test_describe_shift_words() -> None:
-    from svsicc.report_summary import describe_shift
+    from svsicc.check.report_summary import describe_shift
 
     # delta (12, -2, 10): lightness +6.7; chromatic (+5.3, -8.7, +3.3): magenta, then red.
     assert describe_shift((150, 90, 130), (162, 88, 140)) == (
@@ -257,7 +257,7 @@ def test_tiny_slide_pictures_have_room_for_their_labels(
     work: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A 16x16 slide: every picture is enlarged (whole pixels) to at least MIN_PANEL a panel."""
-    from svsicc.report import MIN_PANEL
+    from svsicc.check.report import MIN_PANEL
 
     small = DATA / "openslide-python_small.svs"
     copy = work / "tiny.svs"

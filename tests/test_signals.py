@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 import svsicc
-from svsicc.output import TEMP_SUFFIX
-from svsicc.synthetic import load_real_pixels, mosaic, preset, write_slide
+from svsicc.tiff.output import TEMP_SUFFIX
+from tests.synthetic import load_real_pixels, mosaic, preset, write_slide
 
 from .conftest import SCANSCOPE
 

@@ -1,7 +1,7 @@
-"""Verdicts with a strong source profile, and the profile policy of svsicc.plan.
+"""Verdicts with a strong source profile, and the profile policy of svsicc.convert.plan.
 
 The strong profiles are real ICC v2 profiles written byte by byte: a matrix/TRC one
-(``svsicc.synthetic.matrix_trc_profile``), linear light with sRGB primaries, which lifts mid-grey
+(``tests.synthetic.matrix_trc_profile``), linear light with sRGB primaries, which lifts mid-grey
 128 to about 188 in sRGB, as strong as a real Aperio AT2 profile (128 -> 191), and the same
 transform as a scanner-class 16-bit LUT (``lut_profile``, mft2 A2B0), as Aperio builds theirs.
 Fixed limits failed correct copies made with such profiles; verify now judges them against the
@@ -22,9 +22,10 @@ import pytest
 from PIL import Image, ImageCms
 
 import svsicc
-from svsicc import tiff
-from svsicc.slide import read_slide
-from svsicc.synthetic import (
+from svsicc.aperio.slide import read_slide
+from svsicc.check.verify import verify
+from svsicc.tiff import file as tiff
+from tests.synthetic import (
     SlideSpec,
     load_real_pixels,
     lut_profile,
@@ -33,7 +34,6 @@ from svsicc.synthetic import (
     preset,
     write_slide,
 )
-from svsicc.verify import verify
 
 from .conftest import OPENSLIDE_SMALL, SCANSCOPE, assert_one_line_error, run_cli
 
@@ -74,7 +74,7 @@ def test_written_profile_is_real_and_strong(kind: str, strong: Path, strong_lut:
     out = np.asarray(ImageCms.applyTransform(greys, transform))
     assert out[0, 0].tolist() == [0, 0, 0] and out[0, 2].tolist() == [255, 255, 255]
     assert np.abs(out[0, 1].astype(int) - 188).max() <= 1  # linear 0.502 -> sRGB 0.735
-    profile = svsicc.colour.IccProfile.from_file(path)
+    profile = svsicc.colour.transform.IccProfile.from_file(path)
     assert profile.description.startswith("Linear sRGB")
     # The LUT profile is a scanner profile with nothing but A2B0, as Aperio's are.
     assert (path.read_bytes()[12:16], b"A2B0" in path.read_bytes()) == (

@@ -10,7 +10,7 @@ import openslide
 import pytest
 import tifffile
 
-from svsicc.synthetic import (
+from tests.synthetic import (
     DATA_DIR,
     SlideSpec,
     TileOrder,

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from svsicc import colour
-from svsicc.colour import TABLE_SIZE, ColourTable, IccProfile, Intent, default_target
+from svsicc.colour import transform as colour
+from svsicc.colour.transform import TABLE_SIZE, ColourTable, IccProfile, Intent, default_target
 
 from .conftest import SCANSCOPE
 

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from svsicc import output
-from svsicc.migrate import remove_stale_temps_under
-from svsicc.output import TEMP_SUFFIX, TempOutput, temp_name
+from svsicc.archive.migrate import remove_stale_temps_under
+from svsicc.tiff import output
+from svsicc.tiff.output import TEMP_SUFFIX, TempOutput, temp_name
 
 # A second real process that creates and locks the temporary file for OUTPUT, as a writer does.
 HOLDER = """
 import sys, time
 from pathlib import Path
-from svsicc.output import create_locked, temp_name
+from svsicc.tiff.output import create_locked, temp_name
 path = temp_name(Path(sys.argv[1]), sys.argv[2])
 create_locked(path)
 print(path, flush=True)
@@ -133,7 +133,8 @@ def test_lock_survives_another_open_and_close_in_the_writer(
             pass
         checker = subprocess.run(
             [sys.executable, "-c",
-             "import sys; from pathlib import Path; from svsicc.output import remove_stale_temps;"
+             "import sys; from pathlib import Path;"
+             " from svsicc.tiff.output import remove_stale_temps;"
              "print(len(remove_stale_temps(Path(sys.argv[1]))))", str(out)],
             capture_output=True, text=True, check=True,
         )  # fmt: skip

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from svsicc.colour import default_target
+from svsicc.colour.transform import default_target
 
 from .conftest import CMU_SMALL, OPENSLIDE_SMALL, SCANSCOPE, TCGA, assert_one_line_error, sha256
 from .conftest import run_cli as run
@@ -112,7 +112,7 @@ def test_debug_after_the_subcommand(tmp_path: Path) -> None:
 
 
 def test_debug_after_the_subcommand_reaches_the_handler() -> None:
-    from svsicc.cli import build_parser
+    from svsicc.cli.main import build_parser
 
     parser = build_parser()
     assert parser.parse_args(["apply", "a", "b", "--debug"]).debug is True

@@ -1,6 +1,6 @@
 """svsicc verify: CIEDE2000 against the published pairs, and verdicts on real applied slides.
 
-Every copy checked here is written by the real ``svsicc.apply`` (or is a real apply's output
+Every copy checked here is written by the real ``svsicc.convert.apply`` (or is a real apply's output
 with bytes deliberately broken), never mocked.
 """
 
@@ -16,18 +16,18 @@ import pytest
 import tifffile
 
 import svsicc
-from svsicc import tiff
-from svsicc.ciede2000 import delta_e2000, delta_e2000_srgb, srgb_to_lab
-from svsicc.cli import main
-from svsicc.exceptions import ProfileError
-from svsicc.slide import read_slide
-from svsicc.synthetic import load_real_pixels, preset, write_slide
-from svsicc.verify import (
+from svsicc.aperio.slide import read_slide
+from svsicc.check.verify import (
     VerificationError,
     VerifyResult,
     verify,
     verify_before_commit,
 )
+from svsicc.cli.main import main
+from svsicc.colour.ciede2000 import delta_e2000, delta_e2000_srgb, srgb_to_lab
+from svsicc.exceptions import ProfileError
+from svsicc.tiff import file as tiff
+from tests.synthetic import load_real_pixels, preset, write_slide
 
 from .conftest import assert_one_line_error
 

@@ -20,7 +20,7 @@ from functools import lru_cache
 import imagecodecs
 import numpy as np
 
-from .jpeg import (
+from svsicc.codecs.jpeg import (
     SOF_MARKERS,
     JpegFormatError,
     JpegSettings,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from ..exceptions import CodecError
+from svsicc.exceptions import CodecError
 
 SOC, SOT, SIZ, COD, COM = 0xFF4F, 0xFF90, 0xFF51, 0xFF52, 0xFF64
 PROGRESSIONS = ("LRCP", "RLCP", "RPCL", "PCRL", "CPRL")

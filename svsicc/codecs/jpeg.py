@@ -27,11 +27,11 @@ import imagecodecs
 import numpy as np
 from PIL import Image
 
-from ..exceptions import CodecError
-from . import libjpeg
+from svsicc.codecs import libjpeg
+from svsicc.exceptions import CodecError
 
 if TYPE_CHECKING:
-    from .ijg import IjgEncoder
+    from svsicc.codecs.ijg import IjgEncoder
 
 ZIGZAG = (
     0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27,
@@ -370,7 +370,7 @@ class JpegCodec:
         of tile), else None: Pillow with the tables given explicitly."""
         key = id(settings)
         if key not in self._ijg:
-            from .ijg import ijg_encoder  # ijg builds on this module
+            from svsicc.codecs.ijg import ijg_encoder  # ijg builds on this module
 
             self._ijg[key] = ijg_encoder(settings) if self.use_ijg else None
         return self._ijg[key]

@@ -35,9 +35,8 @@ from typing import cast
 import imagecodecs
 import numpy as np
 
-from ..exceptions import UnsupportedLayoutError
-from . import openjpeg
-from .j2k_codestream import (
+from svsicc.codecs import openjpeg
+from svsicc.codecs.j2k_codestream import (
     COM,
     SIZ,
     SOC,
@@ -48,8 +47,8 @@ from .j2k_codestream import (
     parse_header,
     siz_components,
 )
-from .j2k_rate import RateControl
-from .j2k_ycbcr import (
+from svsicc.codecs.j2k_rate import RateControl
+from svsicc.codecs.j2k_ycbcr import (
     rgb_from_ycbcr,
     subsampled_ycbcr,
     subsampled_ycbcr_for_openslide,
@@ -57,7 +56,8 @@ from .j2k_ycbcr import (
     ycbcr_for_openslide,
     ycbcr_rounded,
 )
-from .pixels import bgrx_from_rgb, rgb_from_layout
+from svsicc.codecs.pixels import bgrx_from_rgb, rgb_from_layout
+from svsicc.exceptions import UnsupportedLayoutError
 
 __all__ = [
     "COMPRESSION_JP2K_RGB",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import imagecodecs
 import numpy as np
 
-from ..exceptions import CodecError
-from .pixels import bgrx_from_rgb, rgb_from_layout
+from svsicc.codecs.pixels import bgrx_from_rgb, rgb_from_layout
+from svsicc.exceptions import CodecError
 
 COMPRESSION_NONE = 1
 COMPRESSION_LZW = 5

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .openjpeg_library import (
+from svsicc.codecs.openjpeg_library import (
     ENV_LIBRARY,
     GUARD,
     HOW_TO_FIX,

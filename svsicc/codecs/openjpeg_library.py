@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..exceptions import CodecError
+from svsicc.exceptions import CodecError
 
 OPJ_PATH_LEN = 4096
 OPJ_J2K_MAXRLVLS = 33

@@ -25,8 +25,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from . import tiff
-from .exceptions import OutputError
+from svsicc.exceptions import OutputError
+from svsicc.tiff import file as tiff
 
 TEMP_SUFFIX = ".svsicc-tmp"
 # Set by the command line's SIGINT/SIGTERM handler. Checked before every rename, so an interrupt
@@ -292,7 +292,7 @@ def bigtiff_twin(reader: tiff.TiffReader, out: TempOutput) -> Iterator[tiff.Tiff
     """A BigTIFF copy of the classic TIFF ``reader`` reads, beside ``out``'s destination.
 
     For a copy that would pass 4 GiB: ``out`` is emptied, the twin (same data at the same
-    offsets, BigTIFF header and IFDs, see :func:`svsicc.tiff.promote_to_bigtiff`) is written as
+    offsets, BigTIFF header and IFDs, see :func:`svsicc.tiff.file.promote_to_bigtiff`) is written as
     a temporary file and opened; it is removed on exit, and a kill -9 leaves it for the next run
     to remove like any temporary file. OS errors inside (disk full) become :class:`OutputError`.
     """

@@ -15,23 +15,23 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, NoReturn, cast
 
-from . import __version__
-from .exceptions import (
+from svsicc import __version__
+from svsicc.convert.plan import ConversionPlan
+from svsicc.exceptions import (
     AlreadyAppliedError,
     Audience,
     Interrupted,
     SvsiccError,
     VerificationError,
 )
-from .output import INTERRUPTED
-from .plan import ConversionPlan
+from svsicc.tiff.output import INTERRUPTED
 
 if TYPE_CHECKING:
-    from .verify import VerifyResult
+    from svsicc.check.verify import VerifyResult
 
 if TYPE_CHECKING:
-    from .apply import ApplyResult
-    from .verify import VerifyResult
+    from svsicc.check.verify import VerifyResult
+    from svsicc.convert.apply import ApplyResult
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -39,7 +39,12 @@ EXIT_ERROR = 2
 EXIT_ALREADY_APPLIED = 3
 
 # Modules that add subcommands besides apply and info.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("bench", "migrate", "verify", "report")
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "svsicc.cli.bench",
+    "svsicc.cli.migrate",
+    "svsicc.cli.verify",
+    "svsicc.cli.report",
+)
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -83,7 +88,8 @@ def add_workers_option(parser: argparse.ArgumentParser, help: str) -> None:
 
 
 def add_profile_options(parser: argparse.ArgumentParser) -> None:
-    """--profile and --fallback-profile: the policy of svsicc.plan, shared by every command."""
+    """--profile and --fallback-profile: the policy of svsicc.convert.plan, shared by every
+    command."""
     parser.add_argument(
         "--profile",
         metavar="ICC",
@@ -165,8 +171,8 @@ def _register_apply(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _run_apply(args: argparse.Namespace) -> int:
-    from .apply import apply
-    from .progress import ProgressBar
+    from svsicc.convert.apply import apply
+    from svsicc.progress import ProgressBar
 
     if args.output is None and not args.in_place:
         raise SvsiccError(
@@ -179,7 +185,7 @@ def _run_apply(args: argparse.Namespace) -> int:
     check = None
     verified: list[VerifyResult] = []
     if args.verify is not None:
-        from .verify import verify_before_commit
+        from svsicc.check.verify import verify_before_commit
 
         check = verify_before_commit(args.verify, on_result=verified.append)
     try:
@@ -272,7 +278,7 @@ def _register_info(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def _run_info(args: argparse.Namespace) -> int:
-    from .info import SlideInfo, describe, format_info
+    from svsicc.aperio.info import SlideInfo, describe, format_info
 
     info = describe(args.input)
     if args.json:
@@ -297,7 +303,7 @@ class _VersionAction(argparse.Action):
         values: object,
         option_string: str | None = None,
     ) -> None:
-        from .colour import colour_path
+        from svsicc.colour.transform import colour_path
 
         print(f"svsicc {__version__}\ncolour path: {colour_path()}")
         parser.exit()
@@ -329,7 +335,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         _register_info(sub)
     for name in SUBCOMMAND_MODULES:
         if command in (None, name):
-            importlib.import_module(f"svsicc.{name}").register(sub)
+            importlib.import_module(name).register(sub)
     for subparser in sub.choices.values():
         # "rerun with --debug" is read as "add --debug": accept it after the subcommand too.
         # SUPPRESS keeps the top-level value when the subcommand does not see the option.

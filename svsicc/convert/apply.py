@@ -16,9 +16,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__, tiff
-from .colour import ColourTable, IccProfile, Intent
-from .engine import (
+from svsicc import __version__
+from svsicc.aperio.marking import applied_record, mark_applied, rename_profile
+from svsicc.aperio.slide import Page, Role, Slide, read_slide
+from svsicc.colour.transform import ColourTable, IccProfile, Intent
+from svsicc.convert.engine import (
     COMPRESSION_JP2K_YCBCR,
     SUPPORTED_COMPRESSIONS,
     BadSegment,
@@ -30,17 +32,23 @@ from .engine import (
     default_workers,
     process_segments,
 )
-from .exceptions import (
+from svsicc.convert.plan import ConversionPlan, ProfileChoice, ProfileSource
+from svsicc.exceptions import (
     AlreadyAppliedError,
     OutputError,
     TiffFormatError,
     UnsupportedLayoutError,
 )
-from .formats import refuse_unless_aperio
-from .marking import applied_record, mark_applied, rename_profile
-from .output import INTERRUPTED, TempOutput, bigtiff_twin, copy_ranges, gaps, output_error
-from .plan import ConversionPlan, ProfileChoice, ProfileSource
-from .slide import Page, Role, Slide, read_slide
+from svsicc.tiff import file as tiff
+from svsicc.tiff.formats import refuse_unless_aperio
+from svsicc.tiff.output import (
+    INTERRUPTED,
+    TempOutput,
+    bigtiff_twin,
+    copy_ranges,
+    gaps,
+    output_error,
+)
 
 # LittleCMS maps Aperio's HP sRGB profile to the compact sRGB with at most one level of rounding
 # difference on 0.3 % of samples: below what one JPEG re-encode would cost. Treat that as identity.
@@ -152,28 +160,28 @@ def apply(
         profile: the source profile (path, bytes or :class:`IccProfile`); overrides the
             embedded one (``ApplyResult.replaced_profile`` names it when they differ).
         fallback_profile: the source profile only when the slide embeds none
-            (:mod:`svsicc.plan`).
+            (:mod:`svsicc.convert.plan`).
         target: the target profile; default a compact ICC v2 sRGB.
         intent: ``Intent`` or its name; default the source profile's own (perceptual for
             ScanScope v1).
         in_place: replace ``source`` (``output`` must then be ``source`` itself).
         overwrite: replace an existing ``output``.
         workers: processes that decode, convert and encode segments; None for all cores
-            (:func:`svsicc.engine.default_workers`); values below 1 count as 1. With 1 (or an
-            identity copy) no process is started.
+            (:func:`svsicc.convert.engine.default_workers`); values below 1 count as 1. With 1
+            (or an identity copy) no process is started.
         include_associated: also convert the label and macro images.
         keep_bad_tiles: keep the original bytes of a segment that cannot be decoded (listed in
             ``ApplyResult.bad_segments``) instead of failing.
         progress: called as ``progress(done, total)`` (segments) from the calling thread after
             each segment is written, e.g. :class:`svsicc.progress.ProgressBar`.
-        on_plan: called with the :class:`~svsicc.plan.ConversionPlan` before any work (the
+        on_plan: called with the :class:`~svsicc.convert.plan.ConversionPlan` before any work (the
             command line says there when --profile replaces an embedded profile).
         pool: a :class:`WorkerPool` to reuse across calls (``workers`` is then ignored and the
             pool is left open); by default apply starts and closes its own.
         before_commit: called as ``before_commit(temp_path, result)`` with the finished, flushed
             temporary file before it is renamed into place (``result.seconds`` is 0 there); may
             raise to abort, leaving nothing (``apply --verify`` runs
-            :func:`svsicc.verify.verify_before_commit` here).
+            :func:`svsicc.check.verify.verify_before_commit` here).
 
     Returns:
         :class:`ApplyResult`: profiles, intent, whether the copy is an identity copy (no pixel
@@ -225,7 +233,7 @@ def apply(
                         reader, slide, rewrite, table, marks, out, run_pool, keep_bad_tiles,
                         progress,
                     )  # fmt: skip
-                # -- BigTIFF promotion hook (issue 7; svsicc.output.bigtiff_twin) ------------
+                # -- BigTIFF promotion hook (issue 7; svsicc.tiff.output.bigtiff_twin) ------------
                 except tiff.ClassicTiffLimitError:
                     # The classic copy would pass 4 GiB: write it again from a BigTIFF twin.
                     with bigtiff_twin(reader, out) as twin:
@@ -563,13 +571,13 @@ def _patch_ints(patcher: tiff.TiffPatcher, entry: tiff.TiffEntry, values: list[i
 
 
 def _encoded_by_binding(stream: Encoded) -> bool:
-    from .codecs.jpeg2k import encoded_by_binding
+    from svsicc.codecs.jpeg2k import encoded_by_binding
 
     return encoded_by_binding(stream)
 
 
 def _binding_version() -> str:
-    from .codecs import openjpeg
+    from svsicc.codecs import openjpeg
 
     return f"OpenJPEG {openjpeg.version()}"
 

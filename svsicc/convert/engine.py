@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 import numpy as np
 
-from .codecs import AdaptiveCodec, SegmentCodec
-from .codecs.jpeg import JpegCodec
-from .codecs.lossless import LosslessCodec
-from .colour import ColourTable
-from .exceptions import CodecError, SvsiccError, TileDecodeError, UnsupportedLayoutError
-from .slide import Page
-from .worker_signals import interrupts_deferred, shield_worker
+from svsicc.aperio.slide import Page
+from svsicc.codecs import AdaptiveCodec, SegmentCodec
+from svsicc.codecs.jpeg import JpegCodec
+from svsicc.codecs.lossless import LosslessCodec
+from svsicc.colour.transform import ColourTable
+from svsicc.convert.worker_signals import interrupts_deferred, shield_worker
+from svsicc.exceptions import CodecError, SvsiccError, TileDecodeError, UnsupportedLayoutError
 
 if TYPE_CHECKING:
     # multiprocessing and concurrent.futures are imported when a pool starts: a one-worker
@@ -132,7 +132,7 @@ def make_codec(job: PageJob) -> SegmentCodec:
     if job.compression in (1, 5):
         return LosslessCodec(job.compression, job.predictor)
     if job.compression in (COMPRESSION_JP2K_YCBCR, COMPRESSION_JP2K_RGB):
-        from .codecs.jpeg2k import Jpeg2000Codec
+        from svsicc.codecs.jpeg2k import Jpeg2000Codec
 
         codec: SegmentCodec = Jpeg2000Codec(job.compression)
         return codec

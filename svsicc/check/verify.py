@@ -15,7 +15,8 @@ Structure
 Colour
     Both files are decoded with svsicc's own codecs (so abbreviated RGB-colourspace JPEG, GT450
     YCbCr JPEG, LZW and JPEG 2000 are read exactly as apply and OpenSlide read them). LittleCMS
-    (the exact 2**24 table of :class:`~svsicc.colour.ColourTable`) maps the original's pixels from
+    (the exact 2**24 table of :class:`~svsicc.colour.transform.ColourTable`) maps the original's
+    pixels from
     the source profile named by the copy's ``ICC Profile Applied*`` record to the profile now in
     the copy's tag 34675, with the recorded intent; that is what the copy should hold. Each
     converted page (pyramid levels and thumbnail) gets PSNR, mean and max absolute error over
@@ -31,7 +32,8 @@ Floor-relative margins (:data:`MARGINS`), and why
     original encode flattened, so a correct copy of a synthetic AT2 Q=30 slide measures 34.6 dB /
     mean 2.43 on a reduced level, and openslide-python's tiny slide mean 2.06: fixed limits
     (once 38 dB / 2.0) fail them. So each checked segment is also re-encoded once by
-    :mod:`svsicc.floor` (Pillow, not svsicc's writer) and the copy is judged against that floor:
+    :mod:`svsicc.check.floor` (Pillow, not svsicc's writer) and the copy is judged against that
+    floor:
     per page PSNR >= floor - 0.5 dB (JPEG copies land within 0.02 dB of it; JPEG 2000 keeps a
     level's bytes within a few percent, ~0.4 dB; any PSNR >= 50 dB passes, the error then being
     below 0.8 levels RMS); mean |error|, dE2000 mean and p95 <= floor x 1.1 + 0.1 / 0.1 / 0.2
@@ -54,8 +56,6 @@ none: one line naming what it records and the --profile to pass).
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
 import time
@@ -67,19 +67,19 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from . import tiff
-from .ciede2000 import delta_e2000_srgb
-from .codecs import SegmentCodec
-from .colour import ColourTable, IccProfile, Intent, default_target
-from .engine import CODEC_ERRORS, PageJob, make_codec
-from .exceptions import ProfileError, SvsiccError, UnsupportedLayoutError, VerificationError
-from .floor import FloorError, floor_for
-from .marking import AppliedRecord, applied_record, split_description
-from .plan import ORIGIN_OVERRIDE, ProfileChoice, ProfileSource, embedded_profile
-from .slide import Page, Role, Slide, read_slide
+from svsicc.aperio.marking import AppliedRecord, applied_record, split_description
+from svsicc.aperio.slide import Page, Role, Slide, read_slide
+from svsicc.check.floor import FloorError, floor_for
+from svsicc.codecs import SegmentCodec
+from svsicc.colour.ciede2000 import delta_e2000_srgb
+from svsicc.colour.transform import ColourTable, IccProfile, Intent, default_target
+from svsicc.convert.engine import CODEC_ERRORS, PageJob, make_codec
+from svsicc.convert.plan import ORIGIN_OVERRIDE, ProfileChoice, ProfileSource, embedded_profile
+from svsicc.exceptions import ProfileError, SvsiccError, UnsupportedLayoutError, VerificationError
+from svsicc.tiff import file as tiff
 
 if TYPE_CHECKING:
-    from .apply import ApplyResult
+    from svsicc.convert.apply import ApplyResult
 
 RGB = npt.NDArray[np.uint8]
 ProgressCallback = Callable[[int, int], None]
@@ -199,7 +199,7 @@ class PageFigures:
     worst_segment_psnr: float | None
     worst_segment_delta_e2000: float
     # The same figures for the floor: the ideal re-encoded once at the original's settings
-    # (svsicc.floor); equal to the ideal (inf, 0...) on lossless pages.
+    # (svsicc.check.floor); equal to the ideal (inf, 0...) on lossless pages.
     floor_psnr: float | None = None
     floor_mean_abs: float = 0.0
     floor_delta_e2000_mean: float = 0.0
@@ -507,7 +507,7 @@ class Expectation:
 def expectation(original: Slide, calibrated: Slide, choice: ProfileChoice) -> Expectation:
     """Source, target and intent from the copy's record, the original and --profile.
 
-    The source profile follows apply's policy (:mod:`svsicc.plan`). A copy without svsicc's
+    The source profile follows apply's policy (:mod:`svsicc.convert.plan`). A copy without svsicc's
     record, or one that records another source profile, is a usage error
     (:class:`ProfileError`, exit 2): no pixel comparison could say more than that line.
     """
@@ -990,7 +990,7 @@ def verify(
     """Check ``calibrated`` against ``original``; see the module docstring for what and how.
 
     ``profile`` and ``fallback_profile`` choose the source profile the copy must have been
-    made with, as apply chooses it (:mod:`svsicc.plan`). ``sample`` checks that many
+    made with, as apply chooses it (:mod:`svsicc.convert.plan`). ``sample`` checks that many
     random segments (seeded by ``seed``) per pyramid level instead of all of them.
 
     Returns:
@@ -1033,7 +1033,7 @@ def verify(
         if expect.source is not None and expect.target is not None and expect.intent is not None:
             table = ColourTable.load_or_build(expect.source, expect.target, expect.intent)
             if expect.identity:
-                from .apply import IDENTITY_TOLERANCE
+                from svsicc.convert.apply import IDENTITY_TOLERANCE
 
                 deviation = table.max_deviation_from_identity()
                 if deviation > IDENTITY_TOLERANCE:
@@ -1162,68 +1162,3 @@ def verify_before_commit(
 
 
 # -- command line -----------------------------------------------------------------------------
-
-
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
-        "verify",
-        help="check a calibrated copy against its original (structure and colour)",
-        description="Check that CALIBRATED is ORIGINAL with its ICC profile baked in: the same "
-        "TIFF structure and untouched label/macro bytes, every tile decodes, and the pixels "
-        "are within a small margin of the floor: LittleCMS applied to the original's pixels "
-        "and re-encoded once at the original's own settings (per level PSNR >= floor - "
-        f"{MARGINS.psnr_db} dB; mean |error|, dE2000 mean and p95 <= floor x {MARGINS.ratio} + "
-        f"{MARGINS.mean_abs} / {MARGINS.delta_e_mean} / {MARGINS.delta_e_p95}; per tile PSNR >= "
-        f"floor - {MARGINS.segment_psnr_db} dB and dE2000 mean <= floor x "
-        f"{MARGINS.segment_ratio} + {MARGINS.segment_delta_e_mean}; lossless pages exact). "
-        "Exit 0: passed; 1: verification failed; 2: bad input, or a copy made with another "
-        "source profile than the one given (the line says which to pass).",
-    )
-    p.add_argument("original", help="the original slide")
-    p.add_argument("calibrated", help="the copy svsicc apply wrote")
-    p.add_argument(
-        "--profile",
-        metavar="ICC",
-        help="the source profile the copy was made with: overrides the original's embedded "
-        "one; its sha256 must match the copy's record",
-    )
-    p.add_argument(
-        "--fallback-profile",
-        metavar="ICC",
-        help="the source profile, only when the original embeds none (as apply's option)",
-    )
-    p.add_argument(
-        "--sample",
-        type=int,
-        metavar="N",
-        help="check N random tiles per level instead of all (for big slides)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of the --sample choice (default 0)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--quiet", action="store_true", help="no output, only the exit code")
-    p.set_defaults(handler=_run_verify)
-
-
-def _run_verify(args: argparse.Namespace) -> int:
-    from .progress import ProgressBar
-
-    bar = ProgressBar(
-        f"verify {args.calibrated}", enabled=False if args.quiet or args.json else None
-    )
-    try:
-        result = verify(
-            args.original,
-            args.calibrated,
-            profile=args.profile,
-            fallback_profile=args.fallback_profile,
-            sample=args.sample,
-            seed=args.seed,
-            progress=bar,
-        )
-    finally:
-        bar.close()
-    if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
-    elif not args.quiet:
-        print(result.format())
-    return EXIT_OK if result.ok else EXIT_FAILED

@@ -22,9 +22,9 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .colour import IccProfile, Intent, default_target
-from .exceptions import ProfileError, SvsiccError
-from .slide import Page, Role, Slide
+from svsicc.aperio.slide import Page, Role, Slide
+from svsicc.colour.transform import IccProfile, Intent, default_target
+from svsicc.exceptions import ProfileError, SvsiccError
 
 ProfileSource = str | os.PathLike[str] | bytes | IccProfile | None
 

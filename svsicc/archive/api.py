@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .exceptions import SvsiccError
+from svsicc.exceptions import SvsiccError
 
 if TYPE_CHECKING:
-    from .migrate import MigrationReport
+    from svsicc.archive.migrate import MigrationReport
 
 
 def migrate(
@@ -37,11 +37,11 @@ def migrate(
     ``include`` and not ``exclude`` (glob patterns on paths relative to ``source_dir``), applies
     each in its own process (``workers`` at a time, default all cores; or on the
     dask.distributed cluster at ``scheduler``), and writes ``summary.csv`` / ``summary.json``.
-    ``profile``, ``target`` and ``intent`` are as for :func:`svsicc.apply`. ``quiet=False``
+    ``profile``, ``target`` and ``intent`` are as for :func:`svsicc.convert.apply`. ``quiet=False``
     prints the run's first line to stdout and a progress line on a terminal.
 
     Returns:
-        A :class:`~svsicc.migrate.MigrationReport`: this run's records (``this_run``), the
+        A :class:`~svsicc.archive.migrate.MigrationReport`: this run's records (``this_run``), the
         journal's every row (``records``), ``failed`` and ``exit_code``. A slide that fails is
         a record with status ``failed`` and its reason, not an exception.
 
@@ -52,7 +52,7 @@ def migrate(
         ProfileError: ``profile`` or ``target`` cannot be read as an RGB ICC profile.
         OutputError: ``destination_dir`` cannot be created or written.
     """
-    from .migrate import MigrateOptions, run_migration
+    from svsicc.archive.migrate import MigrateOptions, run_migration
 
     if workers is not None and workers < 1:
         raise SvsiccError(None, f"{{workers}} must be at least 1, not {workers}")

@@ -8,8 +8,6 @@ that ``apply`` uses too (``SVSICC_CACHE_DIR``, default ``~/.cache/svsicc``).
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import time
 from collections.abc import Sequence
@@ -18,17 +16,17 @@ from pathlib import Path
 
 import numpy as np
 
-from . import tiff
-from .apply import IDENTITY_TOLERANCE, pages_to_rewrite, refuse_unless_applicable
-from .colour import ColourTable, IccProfile, Intent, colour_path
-from .engine import CODEC_ERRORS, PageJob, default_workers, make_codec
-from .exceptions import (
+from svsicc.aperio.slide import Page, read_slide
+from svsicc.colour.transform import ColourTable, IccProfile, Intent, colour_path
+from svsicc.convert.apply import IDENTITY_TOLERANCE, pages_to_rewrite, refuse_unless_applicable
+from svsicc.convert.engine import CODEC_ERRORS, PageJob, default_workers, make_codec
+from svsicc.convert.plan import ProfileChoice, ProfileSource
+from svsicc.exceptions import (
     SvsiccError,
     TileDecodeError,
     UnsupportedLayoutError,
 )
-from .plan import ProfileChoice, ProfileSource
-from .slide import Page, read_slide
+from svsicc.tiff import file as tiff
 
 DEFAULT_TILES = 200
 STAGES = ("read", "decode", "colour", "encode", "write")
@@ -262,51 +260,3 @@ def format_bench(result: BenchResult) -> str:
             "if they scale perfectly (the disk write is not included)"
         )
     return "\n".join(lines)
-
-
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from .cli import add_colour_options
-
-    p = sub.add_parser(
-        "bench",
-        help="time each stage of apply per tile on a slide, writing nothing",
-        description="Sample level-0 tiles across SLIDE and time read, decode, colour, encode and "
-        "write (to memory) for each on one core. Writes no file (the colour-table cache apart).",
-    )
-    p.add_argument("input", metavar="SLIDE", help="the slide (.svs / .tif); opened read-only")
-    add_colour_options(p)
-    p.add_argument(
-        "--tiles",
-        type=_positive_int,
-        default=DEFAULT_TILES,
-        metavar="N",
-        help=f"level-0 tiles to sample (default {DEFAULT_TILES})",
-    )
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.set_defaults(handler=_run_bench)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _run_bench(args: argparse.Namespace) -> int:
-    result = bench_slide(
-        args.input,
-        profile=args.profile,
-        target=args.target,
-        intent=args.intent,
-        tiles=args.tiles,
-        fallback_profile=args.fallback_profile,
-    )
-    if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
-    else:
-        print(format_bench(result))
-    return 0

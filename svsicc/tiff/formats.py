@@ -17,10 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import tiff
-from .colour import IccProfile
-from .exceptions import ProfileError, SvsiccError, UnsupportedLayoutError
-from .slide import COMPRESSION_NAMES, MAX_DESCRIPTION_BYTES, MAX_ICC_BYTES
+from svsicc.aperio.slide import COMPRESSION_NAMES, MAX_DESCRIPTION_BYTES, MAX_ICC_BYTES
+from svsicc.colour.transform import IccProfile
+from svsicc.exceptions import ProfileError, SvsiccError, UnsupportedLayoutError
+from svsicc.tiff import file as tiff
 
 APERIO = "Aperio SVS"
 NDPI = "Hamamatsu NDPI"

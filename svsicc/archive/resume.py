@@ -2,7 +2,7 @@
 
 A rerun of ``svsicc migrate`` must leave DST_DIR as a fresh run of the same command would. A
 finished slide whose source is unchanged is therefore kept only when the source profile, target
-and intent this run's options choose for it (:mod:`svsicc.plan`) are the ones the journal
+and intent this run's options choose for it (:mod:`svsicc.convert.plan`) are the ones the journal
 recorded; otherwise it is redone, and the reason is said. Working that out reads the slide's IFDs
 and embedded profile (no pixels), once per finished slide per run.
 """
@@ -12,11 +12,11 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from . import tiff
-from .exceptions import SvsiccError
-from .journal import DONE, SKIP_IDENTITY, SKIPPED, SlideRecord
-from .plan import ConversionPlan, ProfileChoice
-from .slide import read_slide
+from svsicc.aperio.slide import read_slide
+from svsicc.archive.journal import DONE, SKIP_IDENTITY, SKIPPED, SlideRecord
+from svsicc.convert.plan import ConversionPlan, ProfileChoice
+from svsicc.exceptions import SvsiccError
+from svsicc.tiff import file as tiff
 
 
 def planned(source: Path, choice: ProfileChoice) -> ConversionPlan | None:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .report import ReportResult
+    from svsicc.check.report import ReportResult
 
 Colour = tuple[float, float, float]
 

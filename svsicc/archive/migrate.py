@@ -2,9 +2,10 @@
 
 Design
 ------
-- Parallelism is per slide: each worker runs :func:`svsicc.apply` with ``workers=1`` on one whole
-  slide. A crash, a corrupt file or an out-of-memory kill then costs that slide only, slides need
-  no coordination between workers, and the same task runs unchanged on a Dask cluster. Slides are
+- Parallelism is per slide: each worker runs :func:`svsicc.convert.apply.apply` with
+  ``workers=1`` on one whole slide. A crash, a corrupt file or an out-of-memory kill then costs
+  that slide only, slides need no coordination between workers, and the same task runs unchanged
+  on a Dask cluster. Slides are
   started largest first so the last ones to finish are small (the idle tail of per-slide
   parallelism stays short).
 - The local pool uses ``spawn`` processes: a forked worker would inherit the lock file
@@ -12,9 +13,9 @@ Design
   it is gone (kill -9), remove the temporary file of the slide in hand and exit. A worker that
   dies (segfault, OOM kill) costs nothing but a retry: the slides it shared the pool with are
   retried, each alone, and only one that kills a pool on its own fails.
-- Only the coordinator writes the journal (:mod:`svsicc.journal`); workers return
-  :class:`~svsicc.journal.SlideRecord` values. A slide is marked ``running`` when it is handed
-  out and gets its final row when its result comes back, after its output was renamed into
+- Only the coordinator writes the journal (:mod:`svsicc.archive.journal`); workers return
+  :class:`~svsicc.archive.journal.SlideRecord` values. A slide is marked ``running`` when it is
+  handed out and gets its final row when its result comes back, after its output was renamed into
   place. A resume redoes ``running`` and ``failed`` slides from scratch (``overwrite=True``).
 - Outputs appear only by rename (apply's ``.NAME.PID.svsicc-tmp``; the as-is copies of
   already-applied slides and the summary files use the same naming), so a final name always
@@ -30,7 +31,6 @@ Design
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import fcntl
@@ -54,13 +54,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import __version__, tiff
-from .apply import IDENTITY_TOLERANCE, ApplyResult, apply
-from .colour import ColourTable, IccProfile, Intent
-from .engine import PageJob, SegmentProcessor, SegmentTask, default_workers
-from .exceptions import Interrupted, OutputError, ProfileError, SvsiccError, TiffFormatError
-from .info import info_from_slide
-from .journal import (
+from svsicc import __version__
+from svsicc.aperio.info import info_from_slide
+from svsicc.aperio.marking import applied_record
+from svsicc.aperio.slide import Page, Role, Slide, read_slide
+from svsicc.archive.journal import (
     DONE,
     FAILED,
     JOURNAL_NAME,
@@ -75,13 +73,16 @@ from .journal import (
     this_process,
     utc_now,
 )
-from .marking import applied_record
-from .output import TEMP_SUFFIX, TempOutput, output_error, remove_stale_temps, temp_name
-from .plan import ProfileChoice, find_embedded_profile
-from .resume import choice_change
-from .slide import Page, Role, Slide, read_slide
-from .verify import verify_before_commit
-from .worker_signals import interrupts_deferred, shield_worker
+from svsicc.archive.resume import choice_change
+from svsicc.check.verify import verify_before_commit
+from svsicc.colour.transform import ColourTable, IccProfile, Intent
+from svsicc.convert.apply import IDENTITY_TOLERANCE, ApplyResult, apply
+from svsicc.convert.engine import PageJob, SegmentProcessor, SegmentTask, default_workers
+from svsicc.convert.plan import ProfileChoice, find_embedded_profile
+from svsicc.convert.worker_signals import interrupts_deferred, shield_worker
+from svsicc.exceptions import Interrupted, OutputError, ProfileError, SvsiccError, TiffFormatError
+from svsicc.tiff import file as tiff
+from svsicc.tiff.output import TEMP_SUFFIX, TempOutput, output_error, remove_stale_temps, temp_name
 
 LOCK_NAME = ".svsicc-migrate.lock"
 # Exit codes besides 0 (all converted, or nothing needed converting) and 2 (a bad request):
@@ -170,7 +171,7 @@ class SlideJob:
 
 @dataclass(frozen=True)
 class _Colours:
-    """The run's profile options, loaded once (the policy is :mod:`svsicc.plan`'s)."""
+    """The run's profile options, loaded once (the policy is :mod:`svsicc.convert.plan`'s)."""
 
     choice: ProfileChoice
 
@@ -631,21 +632,27 @@ def _failed(job: SlideJob, reason: str) -> SlideRecord:
     )
 
 
+InFlight = dict["Future[SlideRecord]", tuple[SlideJob, bool]]
+
+
 def run_jobs(
     jobs: Iterable[SlideJob],
     backend: _Backend,
     on_start: Callable[[SlideJob], None],
     on_tick: Callable[[], None] = lambda: None,
+    in_flight: InFlight | None = None,
 ) -> Iterator[SlideRecord]:
     """Yield one record per job as slides finish, at most ``backend.capacity`` at a time.
 
     When a local worker dies (segfault, out-of-memory kill), every slide in flight is suspect:
     the pool is replaced and each suspect is retried alone; one that kills a pool on its own
-    fails with that reason, the others go on as if nothing happened.
+    fails with that reason, the others go on as if nothing happened. ``in_flight`` (the
+    caller's, filled here) lets an interrupted caller collect the slides that finished but were
+    not yet yielded (:func:`settled_records`).
     """
     pending = deque(jobs)
     suspects: deque[SlideJob] = deque()
-    in_flight: dict[Future[SlideRecord], tuple[SlideJob, bool]] = {}
+    in_flight = {} if in_flight is None else in_flight
     while pending or suspects or in_flight:
         while suspects and not in_flight:
             job = suspects.popleft()
@@ -679,6 +686,16 @@ def run_jobs(
                     suspects.append(job)
             in_flight.clear()
             backend.restart()
+
+
+def settled_records(in_flight: InFlight) -> list[SlideRecord]:
+    """The records of slides whose worker finished (its output renamed into place) but whose
+    result was not yet taken; call once the backend is closed, so every future is settled."""
+    records = []
+    for future in in_flight:
+        if future.done() and not future.cancelled() and future.exception() is None:
+            records.append(future.result())
+    return records
 
 
 class MigrationLock:
@@ -917,13 +934,18 @@ def run_migration(options: MigrateOptions, out: TextIO = sys.stdout) -> Migratio
             started_paths.add(job.rel_path)
             journal.write(_running(job, run_id))
 
-        interrupted = True
+        def record_result(record: SlideRecord) -> SlideRecord:
+            record = record.with_changes(run_id=run_id)
+            with interrupts_deferred():  # journalled and counted, or neither
+                journal.write(record)
+                records.append(record)
+            return record
+
+        interrupted, closed = True, False
+        in_flight: InFlight = {}
         try:
-            for record in run_jobs(jobs, backend, start, progress.draw):
-                record = record.with_changes(run_id=run_id)
-                with interrupts_deferred():  # journalled and counted, or neither
-                    journal.write(record)
-                    records.append(record)
+            for result in run_jobs(jobs, backend, start, progress.draw, in_flight):
+                record = record_result(result)
                 progress.add(record)
                 replaced = record.profile_origin.partition(", replaces embedded ")[2]
                 if replaced and replaced not in replacements and not options.quiet:
@@ -941,13 +963,22 @@ def run_migration(options: MigrateOptions, out: TextIO = sys.stdout) -> Migratio
                 progress.draw()
             interrupted = False
         except KeyboardInterrupt:
+            with interrupts_deferred():
+                progress.clear()
+                # Stopped workers rename nothing more: what finished meanwhile is journalled,
+                # what was cut short leaves only a temporary file (removed below).
+                backend.close(interrupted)
+                closed = True
+                for result in settled_records(in_flight):
+                    record_result(result)
             finished = {r.path for r in records}
             raise MigrationInterrupted(
                 dst, len(finished), len(started_paths - finished), len(jobs) - len(started_paths)
             ) from None
         finally:
             progress.clear()
-            backend.close(interrupted)
+            if not closed:
+                backend.close(interrupted)
             # Workers that died or were stopped (a crash, an interrupt) leave temporary files.
             remove_stale_temps_under(dst)
             journal.finish_run(run_id, "interrupted" if interrupted else "finished")
@@ -981,7 +1012,7 @@ def _to_do(
     found: list[FoundSlide], previous: dict[str, SlideRecord], dst: Path, colours: _Colours
 ) -> tuple[list[FoundSlide], dict[str, str]]:
     """The slides this run must (re)do, and why each finished one is redone (its profile,
-    target or intent chosen now differs from the journal's: svsicc.resume)."""
+    target or intent chosen now differs from the journal's: svsicc.archive.resume)."""
     todo: list[FoundSlide] = []
     redo: dict[str, str] = {}
     for slide in found:
@@ -1490,82 +1521,3 @@ def format_plan(plan: MigrationPlan) -> str:
 
 
 # ----------------------------------------------------------------------------------------- CLI
-
-
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from .cli import add_colour_options, add_verify_option, add_workers_option
-
-    p = sub.add_parser(
-        "migrate",
-        help="apply every slide of a folder tree into a mirrored tree, resumably",
-        description="Find the slides under SRC_DIR (.svs, and .tif/.tiff with an Aperio "
-        "description), apply each into the same place under DST_DIR, and keep a journal "
-        f"({JOURNAL_NAME}) there so that running the same command again resumes. Exit 0 when "
-        "every slide went well; 1 when any failed in this run; otherwise 4 when any slide found "
-        "is still unconverted for lack of a profile (rerun with --profile); 130 interrupted, "
-        "143 terminated.",
-        epilog="Statuses: done; skipped: identity (the profile maps to sRGB unchanged: a marked "
-        "copy is still written); skipped: already applied (copied byte for byte); skipped: no "
-        "profile (nothing written; a later run with --profile converts them); failed (with the "
-        "reason; retried by the next run). Finished slides are not redone unless their source "
-        "changed or their output is gone. Summaries: summary.csv and summary.json in DST_DIR.",
-    )
-    p.add_argument("source_dir", metavar="SRC_DIR", help="the archive; opened read-only")
-    p.add_argument("destination_dir", metavar="DST_DIR", help="where the mirrored tree goes")
-    add_colour_options(p)
-    add_workers_option(
-        p, "slides at a time in the local pool (default: all cores; not used with --scheduler)"
-    )
-    p.add_argument(
-        "--include",
-        action="append",
-        default=[],
-        metavar="GLOB",
-        help="only paths (relative to SRC_DIR) matching GLOB; '*' crosses folders, a pattern "
-        "without '/' matches file names; repeatable",
-    )
-    p.add_argument(
-        "--exclude", action="append", default=[], metavar="GLOB", help="skip matches; repeatable"
-    )
-    p.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="print the plan and an estimated time; write nothing",
-    )
-    p.add_argument(
-        "--scheduler",
-        metavar="tcp://HOST:PORT",
-        help="run the slides on this Dask cluster (its workers must see the same paths)",
-    )
-    add_verify_option(p, "a copy that fails is not kept (status failed)")
-    p.add_argument("--json", action="store_true", help="print the plan or the report as JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress line, no summary table")
-    p.set_defaults(handler=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
-    options = MigrateOptions(
-        source_dir=Path(args.source_dir),
-        destination_dir=Path(args.destination_dir),
-        profile=args.profile,
-        fallback_profile=args.fallback_profile,
-        target=args.target,
-        intent=args.intent,
-        workers=args.workers,
-        verify=args.verify,
-        include=tuple(args.include),
-        exclude=tuple(args.exclude),
-        scheduler=args.scheduler,
-        quiet=args.quiet or args.json,
-    )
-    if args.dry_run:
-        plan = plan_migration(options)
-        print(json.dumps(plan.to_dict(), indent=2) if args.json else format_plan(plan))
-        return 0
-    # A MigrationInterrupted goes up to the command line, which knows which signal came.
-    report = run_migration(options)
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
-    elif not args.quiet:
-        print(format_summary(report))
-    return report.exit_code

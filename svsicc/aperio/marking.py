@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .colour import IccProfile, Intent
+from svsicc.colour.transform import IccProfile, Intent
 
 KEY_PROFILE = "ICC Profile"
 KEY_APPLIED = "ICC Profile Applied"

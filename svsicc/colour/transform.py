@@ -34,12 +34,12 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageCms
 
-from .exceptions import ProfileError
+from svsicc.exceptions import ProfileError
 
 _native: ModuleType | None
 _native_missing: str | None = None  # why the C gather is not there, when it is not
 try:
-    from . import _native as _native_gather
+    from svsicc.colour import _native as _native_gather
 
     _native = _native_gather
 except ImportError as exc:  # built without a C compiler: numpy does the same gather, slower
@@ -468,10 +468,10 @@ def native_gather_available() -> bool:
 def colour_path() -> str:
     """Which gather applies the table, and why the slower one when it is the fallback."""
     if _native is not None:
-        return "C gather (svsicc._native)"
+        return "C gather (svsicc.colour._native)"
     return (
         "numpy fallback, colour stage 6-13x slower (C extension not built: "
-        f"{_native_missing or 'svsicc._native is missing'}; reinstall with a C compiler)"
+        f"{_native_missing or 'svsicc.colour._native is missing'}; reinstall with a C compiler)"
     )
 
 

@@ -2,7 +2,7 @@
 
 Writes into a folder an ``index.html`` that opens offline (inline style, relative links to
 pictures in the same folder, nothing fetched) and a ``report.json`` with the same numbers. The
-page opens with a plain-language summary (:mod:`svsicc.report_summary`), then:
+page opens with a plain-language summary (:mod:`svsicc.check.report_summary`), then:
 
 - ``thumbnail_before_after.jpg`` and ``region_before_after.jpg``: the thumbnail (the whole slide)
   and a full-resolution level-0 region, original left, calibrated right. The region is the window
@@ -16,7 +16,7 @@ page opens with a plain-language summary (:mod:`svsicc.report_summary`), then:
 - ``overlay_region.jpg``: the positive (red) and negative (blue) parts of each channel's
   difference over a faded grey copy of the tissue, opacity proportional to the change.
 - a table of the glass white (per-channel median of the background found on the thumbnail) and
-  the mean tissue colour, before and after, and the :mod:`svsicc.verify` figures.
+  the mean tissue colour, before and after, and the :mod:`svsicc.check.verify` figures.
 
 Pictures are drawn with Pillow only; no plotting library is needed. Photographs and maps are
 JPEG (quality 85, no chroma subsampling, so captions and colour edges stay sharp): as PNG the
@@ -26,7 +26,6 @@ than its caption (a tiny slide or region) is enlarged by whole-pixel repetition.
 
 from __future__ import annotations
 
-import argparse
 import html
 import json
 import os
@@ -41,11 +40,9 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
 
-from .colour import IccProfile
-from .exceptions import OutputError, UnsupportedLayoutError
-from .report_summary import glossary_html, report_sentences, summary_html
-from .slide import Page, Role
-from .verify import (
+from svsicc.aperio.slide import Page, Role
+from svsicc.check.report_summary import glossary_html, report_sentences, summary_html
+from svsicc.check.verify import (
     RGB,
     PageFigures,
     SlidePixels,
@@ -53,6 +50,8 @@ from .verify import (
     open_slide,
     verify,
 )
+from svsicc.colour.transform import IccProfile
+from svsicc.exceptions import OutputError, UnsupportedLayoutError
 
 DEFAULT_REGION_SIZE = 1024
 HEADER = 28  # pixels above each picture for its caption
@@ -715,52 +714,3 @@ the floor: the ideal re-encoded once at the original's own settings. Margins per
 
 
 # -- command line -----------------------------------------------------------------------------
-
-
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
-        "report",
-        help="write pictures and figures of what calibration changed (index.html + PNGs)",
-        description="Verify CALIBRATED against ORIGINAL and write to DIR an index.html that opens "
-        "offline, with before/after pictures, histograms, blue-white-red difference maps, glass "
-        "white and tissue colour, and the verify figures. Exit 0: written and verified; 1: "
-        "written but verification failed; 2: bad input.",
-    )
-    p.add_argument("original", help="the original slide")
-    p.add_argument("calibrated", help="the copy svsicc apply wrote")
-    p.add_argument("-o", "--output", required=True, metavar="DIR", help="the report folder")
-    p.add_argument(
-        "--profile", metavar="ICC", help="the source profile (when the original embeds none)"
-    )
-    p.add_argument(
-        "--sample", type=int, metavar="N", help="verify N random tiles per level instead of all"
-    )
-    p.add_argument(
-        "--region-size",
-        type=int,
-        default=DEFAULT_REGION_SIZE,
-        metavar="PX",
-        help=f"side of the full-resolution region (default {DEFAULT_REGION_SIZE})",
-    )
-    p.add_argument("--json", action="store_true", help="print the report's numbers as JSON")
-    p.set_defaults(handler=_run_report)
-
-
-def _run_report(args: argparse.Namespace) -> int:
-    report = make_report(
-        args.original,
-        args.calibrated,
-        args.output,
-        profile=args.profile,
-        sample=args.sample,
-        region_size=args.region_size,
-    )
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
-    else:
-        state = "verified" if report.ok else "VERIFICATION FAILED"
-        print(f"{report.index}: report written ({state})")
-        if not report.ok:
-            for problem in report.verification.problems:
-                print(f"  problem: {problem}")
-    return 0 if report.ok else 1

@@ -24,8 +24,8 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, JpegImagePlugin
 
-from .codecs.jpeg2k import parse_header
-from .slide import Page
+from svsicc.aperio.slide import Page
+from svsicc.codecs.jpeg2k import parse_header
 
 RGB = npt.NDArray[np.uint8]
 # the ideal pixels of a whole stored segment (rows, cols, 3; edge tiles with their padding) and

@@ -1,10 +1,11 @@
 """What an Aperio SVS file holds: its pages, their roles, geometry and segments.
 
-Built on :mod:`svsicc.tiff`; nothing here reads pixels. Everything a corrupt or hostile file could
-use to make svsicc allocate gigabytes, loop, or overwrite one structure while rewriting another is
-checked here, before any segment is read: segment counts against the geometry, segment sizes
-against what their pixels can need, overlaps between segments and the file's structure, and the
-JPEGTables marker structure. Each problem is a :class:`TiffFormatError` naming the IFD (and tile).
+Built on :mod:`svsicc.tiff.file`; nothing here reads pixels. Everything a corrupt or hostile file
+could use to make svsicc allocate gigabytes, loop, or overwrite one structure while rewriting
+another is checked here, before any segment is read: segment counts against the geometry, segment
+sizes against what their pixels can need, overlaps between segments and the file's structure, and
+the JPEGTables marker structure. Each problem is a :class:`TiffFormatError` naming the IFD (and
+tile).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import tiff
-from .exceptions import TiffFormatError, UnsupportedLayoutError
+from svsicc.exceptions import TiffFormatError, UnsupportedLayoutError
+from svsicc.tiff import file as tiff
 
 COMPRESSION_NAMES = {
     1: "none",

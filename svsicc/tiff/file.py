@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .exceptions import OutputError, TiffFormatError, UnsupportedLayoutError
+from svsicc.exceptions import OutputError, TiffFormatError, UnsupportedLayoutError
 
 # TIFF field types: size in bytes of one value.
 TYPE_SIZES: Mapping[int, int] = {
@@ -76,8 +76,8 @@ IFD_POINTER_TAGS = frozenset({330, 34665, 34853, 40965})
 class ClassicTiffLimitError(OutputError):
     """A copy of a classic TIFF would pass 4 GiB (raised by :meth:`TiffPatcher.append`).
 
-    ``svsicc.apply`` catches it and redoes the copy as BigTIFF; anything that lets it through
-    still shows a one-line error.
+    ``svsicc.convert.apply`` catches it and redoes the copy as BigTIFF; anything that lets it
+    through still shows a one-line error.
     """
 
 

@@ -64,7 +64,7 @@ TileOrder = Literal["raster", "column", "bottom_up"]
 ProfileOn = Literal["level0", "levels_and_thumbnail"]
 RGB = npt.NDArray[np.uint8]
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "tests" / "data"
+DATA_DIR = Path(__file__).resolve().parent / "data"
 
 
 @dataclass(frozen=True)
@@ -247,7 +247,7 @@ def subsampled_j2k(tile: RGB, spec: SlideSpec) -> bytes:
     """A raw J2K codestream of ``tile`` as YCbCr whose Cb and Cr are subsampled by
     ``spec.j2k_chroma`` in the SIZ (each chroma sample the rounded mean of its block), no MCT,
     6 resolutions, 64x64 code-blocks, LRCP: Kakadu's defaults, as Aperio writes them."""
-    from .codecs import openjpeg
+    from svsicc.codecs import openjpeg
 
     dx, dy = spec.j2k_chroma
     rows, cols = tile.shape[:2]

@@ -1,0 +1,1 @@
+"""The Aperio SVS driver: page roles and layout, the ImageDescription mark, slide info."""

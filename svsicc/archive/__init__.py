@@ -1,0 +1,1 @@
+"""Whole archives: discovery, the journal, resumable parallel migration."""

@@ -1,0 +1,1 @@
+"""Evidence about a conversion: verify, the HTML report and the per-stage benchmark."""

@@ -1,0 +1,1 @@
+"""The ``svsicc`` command line: argparse lives here and nowhere else."""

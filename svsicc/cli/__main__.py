@@ -1,0 +1,7 @@
+"""``python -m svsicc.cli``: the command line."""
+
+import sys
+
+from svsicc.cli.main import main
+
+sys.exit(main())
