@@ -25,10 +25,11 @@ if TYPE_CHECKING:
     from svsicc.aperio.info import SlideInfo
     from svsicc.aperio.info import slide_info as info
     from svsicc.archive.api import migrate
-    from svsicc.archive.migrate import MigrationReport
+    from svsicc.archive.summary import MigrationReport
+    from svsicc.check.figures import VerifyResult
     from svsicc.check.report import ReportResult
     from svsicc.check.report import make_report as report
-    from svsicc.check.verify import VerifyResult, verify
+    from svsicc.check.verify import verify
     from svsicc.colour.transform import IccProfile, Intent
     from svsicc.convert.apply import ApplyResult, PageResult, apply
     from svsicc.exceptions import (

@@ -10,7 +10,8 @@ from typing import TextIO
 SHOW_AFTER_SECONDS = 2.0
 
 
-def _duration(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
+    """``m:ss``, or ``XhYYm`` from an hour on (progress bars, ETAs, summaries)."""
     seconds = int(max(0, seconds))
     if seconds >= 3600:
         return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
@@ -48,7 +49,7 @@ class ProgressBar:
         bar = "#" * filled + "-" * (width - filled)
         text = (
             f"\r{self.label} [{bar}] {done}/{total} {self.unit} "
-            f"{rate:,.0f} {self.unit}/s ETA {_duration(eta)}{extra}"
+            f"{rate:,.0f} {self.unit}/s ETA {duration_text(eta)}{extra}"
         )
         self.stream.write(text[:160])
         self.stream.flush()

@@ -25,8 +25,9 @@ import pytest
 import tifffile
 
 import svsicc
+from svsicc.archive.discover import discover
 from svsicc.archive.journal import JOURNAL_NAME
-from svsicc.archive.migrate import LOCK_NAME, discover
+from svsicc.archive.lock import LOCK_NAME
 from svsicc.cli.main import main
 from tests.synthetic import load_real_pixels, preset, write_slide
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from svsicc.archive.journal import FAILED, JOURNAL_NAME, SCHEMA_VERSION, Journal
-from svsicc.archive.migrate import SlideJob, migrate_slide
+from svsicc.archive.slide_job import SlideJob, migrate_slide
 from svsicc.codecs.jpeg import JpegCodec
 from tests.synthetic import load_real_pixels, matrix_trc_profile, preset, write_slide
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from svsicc.archive.migrate import remove_stale_temps_under
+from svsicc.archive.lock import remove_stale_temps_under
 from svsicc.tiff import output
 from svsicc.tiff.output import TEMP_SUFFIX, TempOutput, temp_name
 

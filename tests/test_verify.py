@@ -17,12 +17,8 @@ import tifffile
 
 import svsicc
 from svsicc.aperio.slide import read_slide
-from svsicc.check.verify import (
-    VerificationError,
-    VerifyResult,
-    verify,
-    verify_before_commit,
-)
+from svsicc.check.figures import VerifyResult
+from svsicc.check.verify import VerificationError, verify, verify_before_commit
 from svsicc.cli.main import main
 from svsicc.colour.ciede2000 import delta_e2000, delta_e2000_srgb, srgb_to_lab
 from svsicc.exceptions import ProfileError

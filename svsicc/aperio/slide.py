@@ -16,18 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from svsicc.codecs.registry import Compression, Photometric, compression_name
 from svsicc.exceptions import TiffFormatError, UnsupportedLayoutError
 from svsicc.tiff import file as tiff
 
-COMPRESSION_NAMES = {
-    1: "none",
-    5: "LZW",
-    7: "JPEG",
-    33003: "JPEG 2000 (Aperio YCbCr)",
-    33005: "JPEG 2000 (Aperio RGB)",
-}
-PHOTOMETRIC_RGB = 2
-PHOTOMETRIC_YCBCR = 6
 # Geometry that would need more segments than this is corrupt, not a slide: 4 million 240x240
 # tiles are 230 gigapixels, ten times the largest slides scanned today.
 MAX_SEGMENTS = 4_000_000
@@ -42,7 +34,6 @@ MAX_DESCRIPTION_BYTES = 4 << 20
 MAX_ICC_BYTES = 64 << 20
 MAX_JPEG_TABLES_BYTES = 1 << 20  # real ones are 289 bytes (AT2) to a few KiB
 MAX_SAMPLES = 64
-COMPRESSION_JPEG = 7
 
 
 class Role(StrEnum):
@@ -103,7 +94,7 @@ class Page:
 
     @property
     def compression_name(self) -> str:
-        return COMPRESSION_NAMES.get(self.compression, str(self.compression))
+        return compression_name(self.compression)
 
     @property
     def kind(self) -> str:
@@ -341,7 +332,7 @@ def _read_page(reader: tiff.TiffReader, ifd: tiff.TiffIfd) -> Page:
             )
     compression = reader.int_value(ifd, tiff.TAG_COMPRESSION, 1) or 1
     jpeg_tables = reader.raw_value(ifd, tiff.TAG_JPEG_TABLES, MAX_JPEG_TABLES_BYTES) or None
-    if jpeg_tables is not None and compression == COMPRESSION_JPEG:
+    if jpeg_tables is not None and compression == Compression.JPEG:
         problem = jpeg_tables_problem(jpeg_tables)
         if problem:
             raise TiffFormatError(path, f"JPEGTables (tag 347) {problem}", ifd=i)
@@ -357,7 +348,7 @@ def _read_page(reader: tiff.TiffReader, ifd: tiff.TiffIfd) -> Page:
         segment_width=seg_w,
         segment_height=seg_h,
         compression=compression,
-        photometric=reader.int_value(ifd, tiff.TAG_PHOTOMETRIC, PHOTOMETRIC_RGB) or 0,
+        photometric=reader.int_value(ifd, tiff.TAG_PHOTOMETRIC, Photometric.RGB) or 0,
         samples_per_pixel=spp,
         bits_per_sample=bits,
         planar=planar,

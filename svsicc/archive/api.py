@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from svsicc.exceptions import SvsiccError
 
 if TYPE_CHECKING:
-    from svsicc.archive.migrate import MigrationReport
+    from svsicc.archive.summary import MigrationReport
 
 
 def migrate(
@@ -52,7 +52,8 @@ def migrate(
         ProfileError: ``profile`` or ``target`` cannot be read as an RGB ICC profile.
         OutputError: ``destination_dir`` cannot be created or written.
     """
-    from svsicc.archive.migrate import MigrateOptions, run_migration
+    from svsicc.archive.migrate import run_migration
+    from svsicc.archive.options import MigrateOptions
 
     if workers is not None and workers < 1:
         raise SvsiccError(None, f"{{workers}} must be at least 1, not {workers}")

@@ -13,7 +13,15 @@ import hashlib
 from pathlib import Path
 
 from svsicc.aperio.slide import read_slide
-from svsicc.archive.journal import DONE, SKIP_IDENTITY, SKIPPED, SlideRecord
+from svsicc.archive.discover import FoundSlide
+from svsicc.archive.journal import (
+    DONE,
+    SKIP_IDENTITY,
+    SKIPPED,
+    SlideRecord,
+)
+from svsicc.archive.options import Colours
+from svsicc.archive.slide_job import needs_work
 from svsicc.convert.plan import ConversionPlan, ProfileChoice
 from svsicc.exceptions import SvsiccError
 from svsicc.tiff import file as tiff
@@ -70,3 +78,23 @@ def choice_change(
     if plan.intent.label != previous.intent:
         changes.append(f"intent {previous.intent} -> {plan.intent.label}")
     return "; ".join(changes) or None
+
+
+def slides_to_do(
+    found: list[FoundSlide], previous: dict[str, SlideRecord], dst: Path, colours: Colours
+) -> tuple[list[FoundSlide], dict[str, str]]:
+    """The slides this run must (re)do, and why each finished one is redone (its profile,
+    target or intent chosen now differs from the journal's: svsicc.archive.resume)."""
+    todo: list[FoundSlide] = []
+    redo: dict[str, str] = {}
+    for slide in found:
+        record, output = previous.get(slide.rel_path), dst / slide.rel_path
+        if needs_work(record, slide, output, colours.chooses_for_unprofiled):
+            todo.append(slide)
+            continue
+        assert record is not None
+        reason = choice_change(record, slide.path, output, colours.choice)
+        if reason is not None:
+            redo[slide.rel_path] = reason
+            todo.append(slide)
+    return todo, redo

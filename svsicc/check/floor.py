@@ -26,16 +26,13 @@ from PIL import Image, JpegImagePlugin
 
 from svsicc.aperio.slide import Page
 from svsicc.codecs.jpeg2k import parse_header
+from svsicc.codecs.registry import Compression, Photometric
 
 RGB = npt.NDArray[np.uint8]
 # the ideal pixels of a whole stored segment (rows, cols, 3; edge tiles with their padding) and
 # the original's stored bytes -> those pixels after one re-encode
 RoundTrip = Callable[[RGB, bytes], RGB]
 
-COMPRESSION_JPEG = 7
-COMPRESSION_JP2K_YCBCR = 33003
-COMPRESSION_JP2K_RGB = 33005
-PHOTOMETRIC_RGB = 2
 _EOI = b"\xff\xd9"
 
 
@@ -46,16 +43,16 @@ class FloorError(ValueError):
 def floor_for(page: Page) -> RoundTrip | None:
     """The re-encode round trip of ``page``'s compression; None for lossless compressions
     (none, LZW: the floor is exact) and for anything else svsicc does not convert lossily."""
-    if page.compression == COMPRESSION_JPEG:
+    if page.compression == Compression.JPEG:
         tables = page.jpeg_tables
-        rgb = page.photometric == PHOTOMETRIC_RGB
+        rgb = page.photometric == Photometric.RGB
 
         def jpeg(ideal: RGB, source: bytes) -> RGB:
             return jpeg_round_trip(ideal, source, tables, rgb)
 
         return jpeg
-    if page.compression in (COMPRESSION_JP2K_RGB, COMPRESSION_JP2K_YCBCR):
-        ycbcr = page.compression == COMPRESSION_JP2K_YCBCR
+    if page.compression in (Compression.JPEG2000_RGB, Compression.JPEG2000_YCBCR):
+        ycbcr = page.compression == Compression.JPEG2000_YCBCR
 
         def j2k(ideal: RGB, source: bytes) -> RGB:
             return jpeg2000_round_trip(ideal, source, ycbcr)

@@ -41,15 +41,10 @@ import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
 
 from svsicc.aperio.slide import Page, Role
+from svsicc.check.figures import RGB, PageFigures, VerifyResult
 from svsicc.check.report_summary import glossary_html, report_sentences, summary_html
-from svsicc.check.verify import (
-    RGB,
-    PageFigures,
-    SlidePixels,
-    VerifyResult,
-    open_slide,
-    verify,
-)
+from svsicc.check.structure import SlidePixels, open_slide
+from svsicc.check.verify import verify
 from svsicc.colour.transform import IccProfile
 from svsicc.exceptions import OutputError, UnsupportedLayoutError
 

@@ -11,6 +11,7 @@ import importlib
 import json
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, NoReturn, cast
@@ -24,13 +25,12 @@ from svsicc.exceptions import (
     SvsiccError,
     VerificationError,
 )
-from svsicc.tiff.output import INTERRUPTED
 
 if TYPE_CHECKING:
-    from svsicc.check.verify import VerifyResult
+    from svsicc.check.figures import VerifyResult
 
 if TYPE_CHECKING:
-    from svsicc.check.verify import VerifyResult
+    from svsicc.check.figures import VerifyResult
     from svsicc.convert.apply import ApplyResult
 
 EXIT_OK = 0
@@ -204,6 +204,7 @@ def _run_apply(args: argparse.Namespace) -> int:
             progress=bar,
             before_commit=check,
             on_plan=lambda plan: _say_override(plan, args.input),
+            cancel=args.cancel,
         )
     finally:
         bar.close()
@@ -355,12 +356,14 @@ def _command(argv: Sequence[str]) -> str | None:
     return first if first in ("apply", "info", *SUBCOMMAND_MODULES) else None
 
 
-def _interrupt_handler(received: list[int]) -> Callable[[int, FrameType | None], None]:
+def _interrupt_handler(
+    received: list[int], cancel: threading.Event
+) -> Callable[[int, FrameType | None], None]:
     def interrupt(signum: int, frame: FrameType | None) -> None:
-        # Unwind like Ctrl-C so every temporary file is removed on the way out; the flag makes
+        # Unwind like Ctrl-C so every temporary file is removed on the way out; the event makes
         # sure nothing is renamed into place even if a library swallows the KeyboardInterrupt.
         received.append(signum)
-        INTERRUPTED.set()
+        cancel.set()
         raise KeyboardInterrupt
 
     return interrupt
@@ -383,7 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(_command(argv))
     args = _parse(parser, argv)
     received: list[int] = []  # the signals that interrupted the run
-    interrupt = _interrupt_handler(received)
+    args.cancel = threading.Event()  # handed to apply: an interrupt commits nothing
+    interrupt = _interrupt_handler(received, args.cancel)
     signal.signal(signal.SIGTERM, interrupt)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, interrupt)  # an inherited SIG_IGN is respected

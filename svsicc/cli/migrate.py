@@ -6,16 +6,13 @@ import argparse
 import json
 from pathlib import Path
 
+from svsicc.archive.dry_run import format_plan, plan_migration
 from svsicc.archive.journal import (
     JOURNAL_NAME,
 )
-from svsicc.archive.migrate import (
-    MigrateOptions,
-    format_plan,
-    format_summary,
-    plan_migration,
-    run_migration,
-)
+from svsicc.archive.migrate import run_migration
+from svsicc.archive.options import MigrateOptions
+from svsicc.archive.summary import format_summary
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from svsicc.check.verify import EXIT_FAILED, EXIT_OK, MARGINS, verify
+from svsicc.check.margins import MARGINS
+from svsicc.check.verify import EXIT_FAILED, EXIT_OK, verify
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

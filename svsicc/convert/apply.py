@@ -11,6 +11,7 @@ import bisect
 import contextlib
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,10 +20,10 @@ from pathlib import Path
 from svsicc import __version__
 from svsicc.aperio.marking import applied_record, mark_applied, rename_profile
 from svsicc.aperio.slide import Page, Role, Slide, read_slide
+from svsicc.codecs import registry
+from svsicc.codecs.registry import Compression
 from svsicc.colour.transform import ColourTable, IccProfile, Intent
 from svsicc.convert.engine import (
-    COMPRESSION_JP2K_YCBCR,
-    SUPPORTED_COMPRESSIONS,
     BadSegment,
     Encoded,
     PageJob,
@@ -42,7 +43,6 @@ from svsicc.exceptions import (
 from svsicc.tiff import file as tiff
 from svsicc.tiff.formats import refuse_unless_aperio
 from svsicc.tiff.output import (
-    INTERRUPTED,
     TempOutput,
     bigtiff_twin,
     copy_ranges,
@@ -146,6 +146,7 @@ def apply(
     pool: WorkerPool | None = None,
     before_commit: Callable[[Path, ApplyResult], None] | None = None,
     on_plan: Callable[[ConversionPlan], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> ApplyResult:
     """Write ``output``: ``source`` with every pyramid level and the thumbnail converted from
     its ICC profile to ``target`` (default: a compact sRGB), every other byte kept, and marked.
@@ -182,6 +183,9 @@ def apply(
             temporary file before it is renamed into place (``result.seconds`` is 0 there); may
             raise to abort, leaving nothing (``apply --verify`` runs
             :func:`svsicc.check.verify.verify_before_commit` here).
+        cancel: an event whoever interrupts the run sets (the command line's SIGINT/SIGTERM
+            handler): nothing is renamed into place once it is set, even if a library swallowed
+            the KeyboardInterrupt.
 
     Returns:
         :class:`ApplyResult`: profiles, intent, whether the copy is an identity copy (no pixel
@@ -227,7 +231,7 @@ def apply(
         own_pool = pool is None and n_workers > 1 and bool(rewrite)
         run_pool = WorkerPool(n_workers) if own_pool else pool
         try:
-            with TempOutput(dst) as out:
+            with TempOutput(dst, cancel) as out:
                 try:
                     pages, bad = _write_copy(
                         reader, slide, rewrite, table, marks, out, run_pool, keep_bad_tiles,
@@ -333,7 +337,7 @@ def pages_to_rewrite(slide: Slide, include_associated: bool) -> list[Page]:
 
 
 def _check_supported(path: Path, page: Page) -> None:
-    if page.compression not in SUPPORTED_COMPRESSIONS:
+    if not registry.is_supported(page.compression):
         raise UnsupportedLayoutError(
             path, f"compression {page.compression} is not supported", ifd=page.index
         )
@@ -469,7 +473,7 @@ def _write_copy(
     kept: list[tuple[int, int]] = []  # every (IFD, segment) holding a kept segment's bytes
     # Pages whose tiles svsicc's OpenJPEG binding may encode (subsampled 33003): the mark
     # names that library's version once an output tile shows it was used.
-    binding_pages = {p.index for p in rewrite if p.compression == COMPRESSION_JP2K_YCBCR}
+    binding_pages = {p.index for p in rewrite if p.compression == Compression.JPEG2000_YCBCR}
     binding_used = False
     jobs = tuple(PageJob.for_page(p) for p in rewrite)
     table_file = _table_file_for_workers(table, pool)
@@ -497,7 +501,7 @@ def _write_copy(
                     rewritten[page_index] += 1
                     if isinstance(result, BadSegment):
                         kept.append((page_index, segment))
-                if INTERRUPTED.is_set():
+                if out.cancel is not None and out.cancel.is_set():
                     raise KeyboardInterrupt
                 if progress is not None:
                     progress(done, len(tasks))

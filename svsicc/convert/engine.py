@@ -21,9 +21,7 @@ from typing import TYPE_CHECKING, Protocol, TypeAlias
 import numpy as np
 
 from svsicc.aperio.slide import Page
-from svsicc.codecs import AdaptiveCodec, SegmentCodec
-from svsicc.codecs.jpeg import JpegCodec
-from svsicc.codecs.lossless import LosslessCodec
+from svsicc.codecs import AdaptiveCodec, SegmentCodec, registry
 from svsicc.colour.transform import ColourTable
 from svsicc.convert.worker_signals import interrupts_deferred, shield_worker
 from svsicc.exceptions import CodecError, SvsiccError, TileDecodeError, UnsupportedLayoutError
@@ -33,10 +31,6 @@ if TYPE_CHECKING:
     # apply never needs them, and importing them was a quarter of svsicc's start-up imports.
     from concurrent.futures import Future, ProcessPoolExecutor
 
-COMPRESSION_JPEG = 7
-COMPRESSION_JP2K_YCBCR = 33003
-COMPRESSION_JP2K_RGB = 33005
-SUPPORTED_COMPRESSIONS = (1, 5, COMPRESSION_JPEG, COMPRESSION_JP2K_YCBCR, COMPRESSION_JP2K_RGB)
 # Segments read per in-process batch; each is decoded, coloured and encoded before the next
 # (see SegmentProcessor.process_many).
 IN_PROCESS_BATCH = 16
@@ -127,16 +121,12 @@ class RingBatch:
 
 
 def make_codec(job: PageJob) -> SegmentCodec:
-    if job.compression == COMPRESSION_JPEG:
-        return JpegCodec(job.jpeg_tables, job.photometric)
-    if job.compression in (1, 5):
-        return LosslessCodec(job.compression, job.predictor)
-    if job.compression in (COMPRESSION_JP2K_YCBCR, COMPRESSION_JP2K_RGB):
-        from svsicc.codecs.jpeg2k import Jpeg2000Codec
-
-        codec: SegmentCodec = Jpeg2000Codec(job.compression)
-        return codec
-    raise UnsupportedLayoutError(None, f"compression {job.compression} is not supported")
+    """The registry's codec for ``job``'s page."""
+    if not registry.is_supported(job.compression):
+        raise UnsupportedLayoutError(None, f"compression {job.compression} is not supported")
+    return registry.make_codec(
+        registry.PageCoding(job.compression, job.jpeg_tables, job.photometric, job.predictor)
+    )
 
 
 class SegmentProcessor:

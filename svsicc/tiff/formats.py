@@ -17,7 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from svsicc.aperio.slide import COMPRESSION_NAMES, MAX_DESCRIPTION_BYTES, MAX_ICC_BYTES
+from svsicc.aperio.slide import MAX_DESCRIPTION_BYTES, MAX_ICC_BYTES
+from svsicc.codecs.registry import entry_for
 from svsicc.colour.transform import IccProfile
 from svsicc.exceptions import ProfileError, SvsiccError, UnsupportedLayoutError
 from svsicc.tiff import file as tiff
@@ -252,8 +253,9 @@ def _page_summary(reader: tiff.TiffReader, ifd: tiff.TiffIfd) -> PageSummary:
         segment_width=seg_w,
         segment_height=seg_h,
         segments=offsets.count if offsets is not None else 0,
-        compression=COMPRESSION_NAMES.get(compression)
-        or OTHER_COMPRESSIONS.get(compression, f"compression {compression}"),
+        compression=entry.name
+        if (entry := entry_for(compression)) is not None
+        else OTHER_COMPRESSIONS.get(compression, f"compression {compression}"),
         photometric=PHOTOMETRIC_NAMES.get(photometric, f"photometric {photometric}"),
         samples_per_pixel=spp,
         bits_per_sample=bits or (1,),

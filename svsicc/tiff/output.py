@@ -31,7 +31,6 @@ from svsicc.tiff import file as tiff
 TEMP_SUFFIX = ".svsicc-tmp"
 # Set by the command line's SIGINT/SIGTERM handler. Checked before every rename, so an interrupt
 # whose KeyboardInterrupt was swallowed by library code still leaves no output behind.
-INTERRUPTED = threading.Event()
 _COPY_CHUNK = 16 * 1024 * 1024
 # Open file description locks (Linux): owned by the open file, not by the process, so opening
 # and closing the same file elsewhere in the writer (apply --verify reads the finished temporary
@@ -140,8 +139,11 @@ def _remove_if_unlocked(path: Path) -> bool:
 class TempOutput:
     """``with TempOutput(dst) as out: ... out.commit()``: dst appears only on commit."""
 
-    def __init__(self, destination: Path) -> None:
+    def __init__(self, destination: Path, cancel: threading.Event | None = None) -> None:
         self.destination = destination
+        # Set by whoever interrupts the run: nothing is renamed into place then, even if a
+        # library swallowed the KeyboardInterrupt on the way.
+        self.cancel = cancel
         self.path = temp_name(destination)
         self.file: BinaryIO | None = None
         self._committed = False
@@ -166,7 +168,7 @@ class TempOutput:
 
     def commit(self) -> None:
         assert self.file is not None
-        if INTERRUPTED.is_set():
+        if self.cancel is not None and self.cancel.is_set():
             raise KeyboardInterrupt
         try:
             self.file.flush()
