@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from svsicc.version import __version__
 
 if TYPE_CHECKING:
     from svsicc.aperio.info import SlideInfo
@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from svsicc.archive.api import migrate
     from svsicc.archive.summary import MigrationReport
     from svsicc.check.figures import VerifyResult
-    from svsicc.check.report import ReportResult
     from svsicc.check.report import make_report as report
+    from svsicc.check.report_summary import ReportResult
     from svsicc.check.verify import verify
     from svsicc.colour.transform import IccProfile, Intent
     from svsicc.convert.apply import ApplyResult, PageResult, apply

@@ -15,17 +15,9 @@ import pytest
 from PIL import Image
 
 import svsicc
-from svsicc.check.report import (
-    FILES,
-    GAP,
-    HEADER,
-    HISTOGRAM_PANEL,
-    LEGEND_HEIGHT,
-    ReportResult,
-    diverging,
-    make_report,
-    otsu_threshold,
-)
+from svsicc.check.report import FILES, make_report, otsu_threshold
+from svsicc.check.report_pictures import GAP, HEADER, HISTOGRAM_PANEL, LEGEND_HEIGHT, diverging
+from svsicc.check.report_summary import ReportResult
 from svsicc.cli.main import main
 
 DATA = Path(__file__).parent / "data"
@@ -257,7 +249,7 @@ def test_tiny_slide_pictures_have_room_for_their_labels(
     work: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A 16x16 slide: every picture is enlarged (whole pixels) to at least MIN_PANEL a panel."""
-    from svsicc.check.report import MIN_PANEL
+    from svsicc.check.report_pictures import MIN_PANEL
 
     small = DATA / "openslide-python_small.svs"
     copy = work / "tiny.svs"

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from svsicc.aperio.formats import APERIO, TiffSummary, guess_format, summarise_tiff
 from svsicc.aperio.marking import AppliedRecord, applied_record, properties
 from svsicc.aperio.slide import Page, Slide, read_slide
 from svsicc.colour.transform import IccProfile
 from svsicc.exceptions import ProfileError, SvsiccError
 from svsicc.tiff import file as tiff
-from svsicc.tiff.formats import APERIO, TiffSummary, guess_format, summarise_tiff
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
-from svsicc import __version__
 from svsicc.archive.journal import (
     FAILED,
     SlideRecord,
@@ -24,6 +23,7 @@ from svsicc.archive.slide_job import SlideJob, migrate_slide
 from svsicc.convert.worker_signals import shield_worker
 from svsicc.exceptions import SvsiccError
 from svsicc.tiff.output import temp_name
+from svsicc.version import __version__
 
 # How often the coordinator redraws the progress line while it waits for slides.
 _TICK_SECONDS = 0.5

@@ -19,8 +19,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from svsicc import __version__
 from svsicc.exceptions import OutputError
+from svsicc.version import __version__
 
 JOURNAL_NAME = "svsicc-journal.sqlite"
 SCHEMA_VERSION = "2"

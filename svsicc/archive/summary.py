@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from svsicc import __version__
 from svsicc.archive.journal import (
     DONE,
     FAILED,
@@ -31,6 +30,7 @@ from svsicc.archive.options import (
 )
 from svsicc.progress import duration_text
 from svsicc.tiff.output import TempOutput, output_error
+from svsicc.version import __version__
 
 SUMMARY_CSV = "summary.csv"
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from pathlib import Path
 
-if TYPE_CHECKING:
-    from svsicc.check.report import ReportResult
+from svsicc.check.figures import VerifyResult
 
 Colour = tuple[float, float, float]
 
@@ -173,3 +173,67 @@ def glossary_html() -> str:
         f"<dt>{html.escape(term)}</dt><dd>{html.escape(text)}</dd>" for term, text in GLOSSARY
     )
     return f'<h2>Terms used below</h2><dl class="terms">{items}</dl>'
+
+
+@dataclass(frozen=True)
+class ColourStats:
+    """Glass white and mean tissue colour of one image (None: not found)."""
+
+    glass_white: tuple[float, float, float] | None
+    glass_fraction: float
+    tissue_mean: tuple[float, float, float] | None
+    tissue_fraction: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "glass_white": _rounded3(self.glass_white),
+            "glass_fraction": round(self.glass_fraction, 4),
+            "tissue_mean": _rounded3(self.tissue_mean),
+            "tissue_fraction": round(self.tissue_fraction, 4),
+        }
+
+
+def _rounded3(value: tuple[float, float, float] | None) -> list[float] | None:
+    return None if value is None else [round(v, 2) for v in value]
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    directory: Path
+    index: Path
+    images: dict[str, tuple[int, int]]  # file name -> (width, height)
+    region: tuple[int, int, int, int]  # level-0 x, y, width, height
+    overview_page: int
+    thumbnail_before: ColourStats
+    thumbnail_after: ColourStats
+    region_before: ColourStats
+    region_after: ColourStats
+    difference_scale_thumbnail: int
+    difference_scale_region: int
+    verification: VerifyResult
+
+    @property
+    def ok(self) -> bool:
+        return self.verification.ok
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "directory": str(self.directory),
+            "index": self.index.name,
+            "images": {k: list(v) for k, v in self.images.items()},
+            "region": dict(zip(("x", "y", "width", "height"), self.region, strict=True)),
+            "overview_ifd": self.overview_page,
+            "thumbnail": {
+                "before": self.thumbnail_before.to_dict(),
+                "after": self.thumbnail_after.to_dict(),
+            },
+            "tissue_region": {
+                "before": self.region_before.to_dict(),
+                "after": self.region_after.to_dict(),
+            },
+            "difference_scale": {
+                "thumbnail": self.difference_scale_thumbnail,
+                "region": self.difference_scale_region,
+            },
+            "verify": self.verification.to_dict(),
+        }

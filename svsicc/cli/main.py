@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, NoReturn, cast
 
-from svsicc import __version__
 from svsicc.convert.plan import ConversionPlan
 from svsicc.exceptions import (
     AlreadyAppliedError,
@@ -25,6 +24,7 @@ from svsicc.exceptions import (
     SvsiccError,
     VerificationError,
 )
+from svsicc.version import __version__
 
 if TYPE_CHECKING:
     from svsicc.check.figures import VerifyResult

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from svsicc import __version__
+from svsicc.aperio.formats import refuse_unless_aperio
 from svsicc.aperio.marking import applied_record, mark_applied, rename_profile
 from svsicc.aperio.slide import Page, Role, Slide, read_slide
 from svsicc.codecs import registry
@@ -41,7 +41,6 @@ from svsicc.exceptions import (
     UnsupportedLayoutError,
 )
 from svsicc.tiff import file as tiff
-from svsicc.tiff.formats import refuse_unless_aperio
 from svsicc.tiff.output import (
     TempOutput,
     bigtiff_twin,
@@ -49,6 +48,7 @@ from svsicc.tiff.output import (
     gaps,
     output_error,
 )
+from svsicc.version import __version__
 
 # LittleCMS maps Aperio's HP sRGB profile to the compact sRGB with at most one level of rounding
 # difference on 0.3 % of samples: below what one JPEG re-encode would cost. Treat that as identity.
