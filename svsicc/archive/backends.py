@@ -11,6 +11,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,22 +44,30 @@ def worker_environment(source_dir: str, destination_dir: str) -> dict[str, objec
 # unwound instead could block forever on a queue lock left dirty. Whoever ends a worker removes
 # its temporary file afterwards (the coordinator sweeps DST_DIR for temporary files nobody holds
 # locked); an orphan removes its own.
-_slide_in_hand: list[Path] = []
+@dataclass
+class LocalWorkerContext:
+    """A local worker process's state: the output of the slide in hand, whose temporary file an
+    orphaned worker removes before it exits."""
+
+    slide_in_hand: Path | None = None
+
+
+_local_worker = LocalWorkerContext()  # this process's, when it is a local migrate worker
 
 
 def _local_worker_init(parent: int) -> None:
     # Ctrl-C and a batch system's SIGTERM reach the whole process group; the coordinator decides
     # what happens (it terminates the slides in hand itself).
     shield_worker(parent)
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    threading.Thread(target=_watch_parent, args=(parent, _local_worker), daemon=True).start()
 
 
-def _watch_parent(parent: int) -> None:
+def _watch_parent(parent: int, context: LocalWorkerContext) -> None:
     """Exit when the coordinator is gone (kill -9): an orphan must not finish a slide the
     journal will redo, nor leave its temporary file behind."""
     while os.getppid() == parent:
         time.sleep(0.2)
-    for output in list(_slide_in_hand):
+    if (output := context.slide_in_hand) is not None:
         # The main thread cannot rename a file that no longer exists, so no output lands.
         with contextlib.suppress(OSError):
             os.unlink(temp_name(output))
@@ -66,11 +75,11 @@ def _watch_parent(parent: int) -> None:
 
 
 def _local_migrate_slide(job: SlideJob) -> SlideRecord:
-    _slide_in_hand.append(Path(job.output))
+    _local_worker.slide_in_hand = Path(job.output)
     try:
         return migrate_slide(job)
     finally:
-        _slide_in_hand.clear()
+        _local_worker.slide_in_hand = None
 
 
 class Backend:

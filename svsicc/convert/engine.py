@@ -341,28 +341,48 @@ class ResultRings:
 
 # -- worker processes ----------------------------------------------------------------------------
 
-_worker_state: dict[str, object] = {}
+
+@dataclass
+class SharedTable:
+    """The colour table a pool's parent hands to the workers it forks from now on: they inherit
+    it through the pool's initializer instead of loading their own 64 MB copy."""
+
+    table: ColourTable | None = None
+    table_file: str | None = None
+
+
+@dataclass
+class WorkerContext:
+    """What one pool worker keeps between batches. Set up by the pool's initializer
+    (:func:`_init_worker`) in the worker process; the parent never writes it."""
+
+    ring: _ClaimedRing | None = None
+    table: ColourTable | None = None
+    table_file: str | None = None
+    processor: SegmentProcessor | None = None
+    processor_key: tuple[object, ...] | None = None
+
+
+_worker = WorkerContext()  # this process's, when it is a pool worker
 
 
 def _worker_table(task: BatchTask) -> ColourTable:
-    cached = _worker_state.get("table")
-    if isinstance(cached, ColourTable) and _worker_state.get("table_file") == task.table_file:
-        return cached
-    table = ColourTable.from_file(Path(task.table_file))
-    _worker_state["table"] = table
-    _worker_state["table_file"] = task.table_file
-    return table
+    if _worker.table is not None and _worker.table_file == task.table_file:
+        return _worker.table
+    _worker.table = ColourTable.from_file(Path(task.table_file))
+    _worker.table_file = task.table_file
+    return _worker.table
 
 
 def _worker_processor(task: BatchTask) -> SegmentProcessor:
     """The processor for this task's slide, kept for the slide's next batch."""
     key = (task.slide, task.table_file, task.pages, task.keep_bad)
-    processor = _worker_state.get("processor")
-    if _worker_state.get("key") != key or not isinstance(processor, SegmentProcessor):
-        processor = SegmentProcessor(task.slide, task.pages, _worker_table(task), task.keep_bad)
-        _worker_state["processor"] = processor
-        _worker_state["key"] = key
-    return processor
+    if _worker.processor is None or _worker.processor_key != key:
+        _worker.processor = SegmentProcessor(
+            task.slide, task.pages, _worker_table(task), task.keep_bad
+        )
+        _worker.processor_key = key
+    return _worker.processor
 
 
 def _read_all(task: BatchTask) -> list[bytes]:
@@ -377,8 +397,8 @@ def run_batch(task: BatchTask) -> list[bytes | BadSegment] | RingBatch:
     datas = _read_all(task)
     processor.restore(task.learned)
     results = processor.process_many(task.segments, datas)
-    claimed = _worker_state.get("ring")
-    if not isinstance(claimed, _ClaimedRing):
+    claimed = _worker.ring
+    if claimed is None:
         return results
     return claimed.rings.put(claimed.ring, results) or results
 
@@ -399,11 +419,13 @@ def run_warmup(task: BatchTask) -> tuple[list[bytes | BadSegment], dict[int, obj
     return results, {page: processor.learned()[page]}
 
 
-def _init_worker(parent: int, rings: ResultRings | None) -> None:
+def _init_worker(parent: int, rings: ResultRings | None, shared: SharedTable | None) -> None:
     import time
 
     if rings is not None and (ring := rings.claim()) is not None:
-        _worker_state["ring"] = _ClaimedRing(rings, ring)
+        _worker.ring = _ClaimedRing(rings, ring)
+    if shared is not None:
+        _worker.table, _worker.table_file = shared.table, shared.table_file
 
     # The parent handles Ctrl-C and SIGTERM and shuts the pool down; workers must not die
     # mid-batch first (forked while the parent held both, see interrupts_deferred).
@@ -429,6 +451,8 @@ class WorkerPool:
         self.workers = max(1, workers)
         self.ring_bytes = ring_bytes
         self.rings: ResultRings | None = None
+        # Forked workers see it as it is when they are forked (the pool forks on demand).
+        self.shared = SharedTable()
         self._executor: ProcessPoolExecutor | None = None
 
     def executor(self) -> ProcessPoolExecutor:
@@ -444,7 +468,8 @@ class WorkerPool:
                 self.workers,
                 mp_context=multiprocessing.get_context(method),
                 initializer=_init_worker,
-                initargs=(os.getpid(), self.rings),
+                # Spawned workers would get the table pickled: they load it from its file.
+                initargs=(os.getpid(), self.rings, self.shared if method == "fork" else None),
             )
         return self._executor
 
@@ -497,9 +522,9 @@ def process_segments(
     processor = SegmentProcessor(slide, pages, table, keep_bad)
     on_pool = pool if pool is not None and pool.workers > 1 else None
 
-    def template() -> BatchTask:
+    def template(pool: WorkerPool) -> BatchTask:
         """What every pool task shares; each batch fills in its segments (and learned states)."""
-        return BatchTask(str(slide), _share_table(table, table_file), pages, (), keep_bad)
+        return BatchTask(str(slide), _share_table(pool, table, table_file), pages, (), keep_bad)
 
     adaptive = processor.adaptive_pages()
     if not adaptive:
@@ -507,7 +532,7 @@ def process_segments(
             yield from _in_process(processor, batched(tasks, IN_PROCESS_BATCH), fh, ())
         else:
             size = max(4, min(MAX_POOL_BATCH, len(tasks) // (on_pool.workers * 8) or 4))
-            yield from _on_pool(on_pool, template(), tapered(tasks, size, on_pool.workers))
+            yield from _on_pool(on_pool, template(on_pool), tapered(tasks, size, on_pool.workers))
         return
     # Warm-up: a sample of each adaptive page's segments; on a pool, one page per worker.
     samples: list[list[int]] = []
@@ -522,14 +547,14 @@ def process_segments(
         results = [result for _, result in _in_process(processor, groups, fh, ())]
         learned = tuple(processor.learned().items())
     else:
-        results, learned = _warm_up_on_pool(on_pool, template(), groups)
+        results, learned = _warm_up_on_pool(on_pool, template(on_pool), groups)
     warm = dict(zip((i for sample in samples for i in sample), results, strict=True))
     batches = batched([t for i, t in enumerate(tasks) if i not in warm], ADAPTIVE_BATCH)
     stream: SegmentStream
     if on_pool is None:
         stream = _in_process(processor, batches, fh, learned)
     else:
-        stream = _on_pool(on_pool, dataclasses.replace(template(), learned=learned), batches)
+        stream = _on_pool(on_pool, dataclasses.replace(template(on_pool), learned=learned), batches)
     with contextlib.closing(stream):
         for i, task in enumerate(tasks):
             yield (task, warm.pop(i)) if i in warm else next(stream)
@@ -547,13 +572,11 @@ def _in_process(
         yield from zip(group, processor.process_many(group, datas), strict=True)
 
 
-def _share_table(table: ColourTable, table_file: Path | None) -> str:
+def _share_table(pool: WorkerPool, table: ColourTable, table_file: Path | None) -> str:
     """The table file workers load, after handing ``table`` itself to workers forked later."""
     if table_file is None:
         raise ValueError("a worker pool needs the colour table as a file")
-    # Workers forked from here share this copy instead of loading their own (64 MB each).
-    _worker_state["table"] = table
-    _worker_state["table_file"] = str(table_file)
+    pool.shared.table, pool.shared.table_file = table, str(table_file)
     return str(table_file)
 
 
