@@ -1,7 +1,5 @@
 """``python -m svsicc.cli``: the command line."""
 
-import sys
+from svsicc.cli.main import run
 
-from svsicc.cli.main import main
-
-sys.exit(main())
+run()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import signal
 import sys
 import threading
@@ -425,5 +426,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
 
 
+def run() -> NoReturn:
+    """The console entry point (``svsicc``, ``python -m svsicc``): :func:`main`, then exit.
+
+    After an interrupt, everything is cleaned up when :func:`main` returns 130 or 143. CPython
+    remembers a KeyboardInterrupt that crossed certain C frames on its way to our handler and, at
+    exit, kills itself with SIGINT whatever code was asked for (seen as exit -2 about one run in
+    ten with two workers); so the interrupted exit leaves directly with the shell's code.
+    """
+    code = main()
+    if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
