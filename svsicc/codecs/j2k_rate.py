@@ -31,6 +31,15 @@ MAX_CORRECTION = 0.15  # ... moving its own bytes by at most this fraction
 MAX_REPAYMENT_DB = 2.0  # ... and its level by at most this
 FREE_BYTES_RATIO, FREE_BYTES = 1.02, 64  # "no more bytes": within 2 % + 64 bytes
 PROBE_BELOW_BYTES = 512  # streams this short are also tried at MAX_LEVEL
+# OpenJPEG's fixed-quality mode trusts its own distortion estimate, which on nearly flat tiles
+# can be far off, and not even monotonic: on a 17 %-visible edge tile (a 43-pixel strip of
+# glass and padding) levels 45-55 gave 202-235 bytes at 30.6 dB, level 42 191 bytes at 41.9 dB
+# and level 60 246 bytes at 60.3 dB; glass tiles 187 bytes at 32.9 dB for levels 35-45. So a
+# stream this short is decoded and its real PSNR checked (a ~1 KB stream decodes in ~1 ms) ...
+CHECK_BELOW_BYTES = 1024
+BROKEN_DB = 3.0  # ... and one that misses its level by more than this is replaced ...
+BROKEN_STEP_DB = 5.0  # ... by the best real PSNR among the tries at about its length, higher
+# levels probed in these steps
 # Until the page constant rests on enough data, keep each tile near its own source length: the
 # allowed ratio grows from 1 to MAX_RATIO as the tiles seen reach WARMUP_COUNT and the bytes
 # seen WARMUP_TILES times this tile's (small pages, e.g. a pyramid's top, stay near 1).
@@ -126,8 +135,17 @@ class RateControl:
         wanted = _clamp(equal_slope, matching - allowed, matching + allowed)
         return _clamp(wanted, MIN_LEVEL, MAX_LEVEL)
 
-    def encode(self, encode_at: Callable[[float], bytes], source_bytes: int) -> bytes:
-        """Encode one tile through ``encode_at(level)``; returns the stream chosen."""
+    def encode(
+        self,
+        encode_at: Callable[[float], bytes],
+        source_bytes: int,
+        psnr_of: Callable[[bytes], float] | None = None,
+    ) -> bytes:
+        """Encode one tile through ``encode_at(level)``; returns the stream chosen.
+
+        ``psnr_of(stream)`` is the PSNR the stream really decodes to (over the samples that
+        were encoded): with it, a short stream whose level OpenJPEG did not keep is replaced
+        (see CHECK_BELOW_BYTES)."""
         source_bytes = max(source_bytes, 1)
         bucket = round(2 * math.log2(max(source_bytes, 1)))
         level = self._start.get(bucket, START_LEVEL)
@@ -158,6 +176,8 @@ class RateControl:
         for other_level, other in tries:
             if other_level > level and len(other) <= len(stream) * FREE_BYTES_RATIO + FREE_BYTES:
                 level, stream = other_level, other
+        if psnr_of is not None and len(stream) < CHECK_BELOW_BYTES:
+            level, stream = self._kept_word(encode_at, psnr_of, tries, level, stream)
         if measured:
             self.slope = 0.8 * self.slope + 0.2 * slope
         self._start[bucket] = level
@@ -167,3 +187,37 @@ class RateControl:
         self.source_bytes += source_bytes
         self.written_bytes += len(stream)
         return stream
+
+    def _kept_word(
+        self,
+        encode_at: Callable[[float], bytes],
+        psnr_of: Callable[[bytes], float],
+        tries: list[tuple[float, bytes]],
+        level: float,
+        stream: bytes,
+    ) -> tuple[float, bytes]:
+        """(level, stream) itself when it decodes to within BROKEN_DB of its level; else the
+        try of the best real PSNR among those at most "free bytes" longer, higher levels
+        probed until they cost more. Returns the real PSNR as the level when that is lower,
+        so the page model learns what the bytes bought."""
+        real = psnr_of(stream)
+        if real >= level - BROKEN_DB:
+            return level, stream
+        budget = len(stream) * FREE_BYTES_RATIO + FREE_BYTES
+        probe = level
+        while probe < MAX_LEVEL:
+            probe = min(MAX_LEVEL, probe + BROKEN_STEP_DB)
+            known = [t for t in tries if abs(t[0] - probe) < 1e-6]
+            if known:
+                other = known[0][1]
+            else:
+                other = encode_at(probe)
+                self.encodes += 1
+                tries.append((probe, other))
+            if len(other) > budget:
+                break
+        scored = [
+            (real if st is stream else psnr_of(st), lv, st) for lv, st in tries if len(st) <= budget
+        ]
+        best_real, best_level, best = max(scored, key=lambda t: (t[0], -len(t[2])))
+        return min(best_level, best_real), best
