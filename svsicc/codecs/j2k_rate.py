@@ -35,7 +35,7 @@ MAX_CORRECTION = 0.15  # ... moving its own bytes by at most this fraction
 MAX_REPAYMENT_DB = 2.0  # ... and its level by at most this
 FREE_BYTES_RATIO, FREE_BYTES = 1.02, 64  # "no more bytes": within 2 % + 64 bytes
 PROBE_BELOW_BYTES = 512  # streams this short are also tried at MAX_LEVEL ...
-BISECT_STEPS = 2  # ... and raised by bisection while they stay within their source's length
+BISECT_STEPS = 2  # ... and, when shorter than their source, raised by bisection within it
 # OpenJPEG's fixed-quality mode trusts its own distortion estimate, which on nearly flat tiles
 # can be far off, and not even monotonic: on a 17 %-visible edge tile (a 43-pixel strip of
 # glass and padding) levels 45-55 gave 202-235 bytes at 30.6 dB, level 42 191 bytes at 41.9 dB
@@ -187,7 +187,7 @@ class RateControl:
         for other_level, other in tries:
             if other_level > level and len(other) <= len(stream) * FREE_BYTES_RATIO + FREE_BYTES:
                 level, stream = other_level, other
-        if len(stream) < PROBE_BELOW_BYTES:
+        if len(stream) < min(PROBE_BELOW_BYTES, source_bytes):
             level, stream = self._highest_within(encode_at, tries, level, stream, source_bytes)
         if psnr_of is not None and len(stream) < CHECK_BELOW_BYTES:
             level, stream = self._kept_word(encode_at, psnr_of, tries, level, stream)
