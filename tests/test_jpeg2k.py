@@ -155,6 +155,15 @@ def test_tcga_with_scanscope_matches_littlecms(tcga_applied: Applied) -> None:
         assert abs(f.size_ratio - 1) <= MAX_SIZE_DEVIATION, f
 
 
+def test_tcga_with_scanscope_passes_verify_on_every_tile(tcga_applied: Applied) -> None:
+    """Every tile against its floor (one encode at its source's length): equal slope once left
+    nearly flat tiles 5-12 dB under theirs (segment 143: 40.0 dB, floor 51.9 dB)."""
+    result = svsicc.verify(TCGA, tcga_applied.output, profile=SCANSCOPE)
+    assert result.ok, result.problems
+    levels = [p for p in result.pages if p.role == "level"]
+    assert [p.segments_checked for p in levels] == [p.segments_total for p in levels] == [252, 63]
+
+
 def test_tcga_rewrites_every_tile_with_the_same_parameters(tcga_applied: Applied) -> None:
     out = tcga_applied.output
     levels = {p.index: p for p in tcga_applied.result.pages if p.role == "level"}
@@ -545,8 +554,9 @@ def test_corrupt_codestream_is_a_decode_error(crop: np.ndarray, tmp_path: Path) 
 def test_rate_control_keeps_the_page_total_and_spares_blank_tiles() -> None:
     """Tiles whose length grows exponentially with the target PSNR, as OpenJPEG's do, mixed
     with blank ones that cost the same at any level: the page total lands within a few per cent
-    of the source's, tissue bytes are reallocated between tiles rather than copied, and blank
-    tiles get the top level (where OpenJPEG keeps them intact for no extra bytes)."""
+    of the source's, tissue bytes are reallocated between tiles rather than copied (no tile
+    losing more than about 1.5 dB), and blank tiles get the top level (where OpenJPEG keeps
+    them intact for no extra bytes)."""
     rng = np.random.default_rng(7)
     rate = RateControl()
     blank_levels, tissue_ratios = [], []
@@ -566,7 +576,11 @@ def test_rate_control_keeps_the_page_total_and_spares_blank_tiles() -> None:
             tissue_ratios.append(len(stream) / source)
     assert abs(rate.written_bytes / rate.source_bytes - 1) < 0.05
     assert rate.encodes / rate.tiles < 3
-    assert sum(abs(r - 1) > 0.2 for r in tissue_ratios) > len(tissue_ratios) // 4
+    # Tissue bytes move to the tiles where they buy most, but no tile drops more than
+    # MAX_DROP_DB (plus the search's tolerance) under its own length: verify holds each tile
+    # to one encode at that length.
+    assert sum(r > 1.2 for r in tissue_ratios) > len(tissue_ratios) // 8
+    assert min(tissue_ratios) > 0.8
     assert set(blank_levels) == {70}
 
 

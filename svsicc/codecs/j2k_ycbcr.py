@@ -67,11 +67,31 @@ def _exact_ycbcr(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def ycbcr_rounded(rgb: np.ndarray) -> np.ndarray:
-    """(..., 3) uint8 RGB -> the rounded JPEG/JFIF YCbCr, for lossy tiles, whose coding error
-    dwarfs the 0.2 levels (RMS) that :func:`ycbcr_for_openslide` would save."""
+    """(..., 3) uint8 RGB -> the JPEG/JFIF YCbCr rounded exactly, for lossy tiles, whose
+    coding error dwarfs the 0.2 levels (RMS) that :func:`ycbcr_for_openslide` would save.
+
+    Exactly (the coefficients have six decimals), halves to even as np.rint: glass often sits
+    on a half (RGB 243,244,244 has Cr 127.5). Rounded in float32 that Cr fell to 127, which
+    OpenSlide reads as G + 1 (CIEDE2000 0.83); 128 reads as R + 1 (0.51), the same squared
+    error. A slide of mostly such glass measured a mean dE2000 0.18 above its floor (which
+    rounds exactly), past verify's margin."""
+    # Integer sums of integer products are exact in float64, and so is the rounding of their
+    # quotient: a half (k + 0.5) is representable, any other value is 1e-6 away from one.
     flat = rgb.reshape(-1, 3)
-    out = np.stack([np.clip(np.rint(c), 0, 255) for c in _exact_ycbcr(flat)], axis=-1)
-    return out.astype(np.uint8).reshape(rgb.shape)
+    r, g, b = (flat[:, i].astype(np.float64) for i in range(3))
+    out = np.empty(flat.shape, np.uint8)
+    for index, (kr, kg, kb, offset) in enumerate(_MICRO):
+        micro = kr * r + kg * g + kb * b
+        out[:, index] = np.clip(np.rint(micro / 1_000_000) + offset, 0, 255)
+    return out.reshape(rgb.shape)
+
+
+# JPEG/JFIF Y, Cb and Cr in millionths: exact integers (see ycbcr_rounded).
+_MICRO = (
+    (299_000.0, 587_000.0, 114_000.0, 0.0),
+    (-168_736.0, -331_264.0, 500_000.0, 128.0),
+    (500_000.0, -418_688.0, -81_312.0, 128.0),
+)
 
 
 def ycbcr_for_openslide(rgb: np.ndarray) -> np.ndarray:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -170,6 +171,21 @@ def encoded_by_binding(stream: bytes | memoryview) -> bool:
     return any((c.dx, c.dy) != (1, 1) for c in components)
 
 
+def _real_psnr(encoded: tuple[np.ndarray, ...], stream: bytes) -> float:
+    """PSNR of ``stream`` decoded against the samples it was encoded from: planes of any
+    subsampling (svsicc's binding) or one (rows, cols, 3) array (imagecodecs)."""
+    if len(encoded) == 1:
+        decoded: tuple[np.ndarray, ...] = (imagecodecs.jpeg2k_decode(stream, numthreads=1),)
+    else:
+        decoded = openjpeg.decode(stream).planes
+    squared = sum(
+        float(np.square(d.astype(np.int32) - e.astype(np.int32), dtype=np.int64).sum())
+        for d, e in zip(decoded, encoded, strict=True)
+    )
+    mse = squared / sum(e.size for e in encoded)
+    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
 def _binding_unavailable(exc: openjpeg.OpenJpegUnavailable) -> UnsupportedLayoutError:
     """Only chroma-subsampled tiles need the binding: they are refused, everything else works."""
     return UnsupportedLayoutError(
@@ -238,19 +254,22 @@ class Jpeg2000Codec:
         settings = self.settings_for(source)
         rgb = rgb_from_layout(pixels, layout)
         encode_at: Callable[[float], bytes]
+        encoded: tuple[np.ndarray, ...]  # the samples as encoded, component by component
         if settings.chroma is not None:
             make_planes = subsampled_ycbcr_for_openslide if settings.lossless else subsampled_ycbcr
-            planes = make_planes(rgb, settings.chroma)
-            encode_at = functools.partial(self._encode_openjpeg, planes, settings)
+            encoded = make_planes(rgb, settings.chroma)
+            encode_at = functools.partial(self._encode_openjpeg, encoded, settings)
         else:
             if settings.ycbcr:
                 samples = ycbcr_for_openslide(rgb) if settings.lossless else ycbcr_rounded(rgb)
             else:
                 samples = rgb
+            encoded = (samples,)
             encode_at = functools.partial(self._encode, samples, settings)
         if settings.lossless:
             return self._finish(encode_at(0.0), settings)
-        return self._finish(self.rate.encode(encode_at, len(source)), settings)
+        psnr_of = functools.partial(_real_psnr, encoded)
+        return self._finish(self.rate.encode(encode_at, len(source), psnr_of), settings)
 
     def _encode(self, samples: np.ndarray, settings: Jpeg2000Settings, level: float) -> bytes:
         try:
