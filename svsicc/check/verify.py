@@ -40,9 +40,9 @@ Floor-relative margins (:data:`MARGINS`), and why
     (encoder differences in DCT method and rounding move them by a few percent; the constants
     cover near-lossless pages whose floor is ~0). Per segment, so one broken tile cannot hide in
     a level's average: MSE <= floor MSE x 2 + 1 (JPEG 2000 spreads the rate over the page at
-    equal slope, so a tile may get fewer bytes than the original gave it: measured up to 2.1 dB
-    on a textured tile, 6.5 dB on a nearly flat one at 53 dB) and dE2000 mean <= floor x 1.25 +
-    0.2. An unconverted tile among converted ones measures 31.0 dB against its 50.5 dB floor;
+    equal slope, so a tile may get fewer bytes than the original gave it; the encoder bounds
+    that at 1.5 dB below the level that repeats the tile's own length, and the floor's per-tile
+    rate is itself an estimate) and dE2000 mean <= floor x 1.25 + 0.2. An unconverted tile among converted ones measures 31.0 dB against its 50.5 dB floor;
     CMU-1-Small-Region marked but unconverted 32 dB against 41 dB. Lossless compressions (none,
     LZW, 5/3 JPEG 2000): every sample exact. A profile whose effect is smaller than one
     re-encode's loss cannot be told from an untransformed copy by pixels at all; the record and
