@@ -42,7 +42,8 @@ Floor-relative margins (:data:`MARGINS`), and why
     a level's average: MSE <= floor MSE x 2 + 1 (JPEG 2000 spreads the rate over the page at
     equal slope, so a tile may get fewer bytes than the original gave it; the encoder bounds
     that at 1.5 dB below the level that repeats the tile's own length, and the floor's per-tile
-    rate is itself an estimate) and dE2000 mean <= floor x 1.25 + 0.2. An unconverted tile among converted ones measures 31.0 dB against its 50.5 dB floor;
+    rate is itself an estimate) and dE2000 mean <= floor x 1.25 + 0.2. An unconverted tile among
+    converted ones measures 31.0 dB against its 50.5 dB floor;
     CMU-1-Small-Region marked but unconverted 32 dB against 41 dB. Lossless compressions (none,
     LZW, 5/3 JPEG 2000): every sample exact. A profile whose effect is smaller than one
     re-encode's loss cannot be told from an untransformed copy by pixels at all; the record and
