@@ -329,17 +329,6 @@ class DecodeStream:
         return b"".join((self.prefix, memoryview(tile)[2:]))
 
 
-def _decode_failure(stream: bytes, message: str) -> str:
-    """What is wrong with a tile strict decoding refused: a stream libjpeg decodes when it may
-    only warn is damaged data it would fill with grey (cut short, garbled entropy-coded data);
-    one it cannot decode at all it calls an error."""
-    try:
-        simplejpeg.decode_jpeg(stream, colorspace="BGRX", strict=False)
-    except ValueError:
-        return f"libjpeg cannot decode it: {message}"
-    return f"damaged data, libjpeg: {message}"
-
-
 class JpegCodec:
     """Decode to BGRX and encode from RGBX/BGRX, reproducing the source tile's stream."""
 
@@ -348,6 +337,7 @@ class JpegCodec:
     use_ijg = True
 
     def __init__(self, jpeg_tables: bytes | None, photometric: int) -> None:
+        self._raw_tables = jpeg_tables or None
         self._shared = TableSet.from_jpeg_tables(jpeg_tables)
         self._photometric = photometric
         self._settings: dict[bytes, JpegSettings] = {}
@@ -383,7 +373,7 @@ class JpegCodec:
         try:
             pixels: np.ndarray = simplejpeg.decode_jpeg(stream, colorspace="BGRX", strict=True)
         except ValueError as exc:
-            raise JpegFormatError(_decode_failure(stream, str(exc))) from None
+            raise JpegFormatError(self._failure(tile, stream, settings, str(exc))) from None
         if pixels.shape[:2] != (rows, cols):
             if pixels.shape[0] < rows or pixels.shape[1] < cols:
                 raise JpegFormatError(
@@ -391,6 +381,33 @@ class JpegCodec:
                 )
             pixels = pixels[:rows, :cols]
         return pixels
+
+    def _failure(
+        self, tile: bytes, stream: bytes | memoryview, settings: JpegSettings, message: str
+    ) -> str:
+        """What is wrong with a tile strict decoding refused. A stream libjpeg decodes when it
+        may only warn is damaged data it would fill with grey (cut short, garbled entropy-coded
+        data); one it cannot decode at all is an error, named in libjpeg's own words:
+        TurboJPEG's header check can refuse first, more vaguely ("Could not determine
+        subsampling level" where libjpeg says "Invalid component ID 9 in SOS")."""
+        try:
+            simplejpeg.decode_jpeg(stream, colorspace="BGRX", strict=False)
+        except ValueError:
+            pass
+        else:
+            return f"damaged data, libjpeg: {message}"
+        import imagecodecs  # only on this path: a tile that cannot be decoded
+
+        cs = imagecodecs.JPEG8.CS
+        try:
+            imagecodecs.jpeg8_decode(
+                tile,
+                tables=self._raw_tables,
+                colorspace=cs.RGB if settings.colorspace == "RGB" else cs.YCbCr,
+            )
+        except (imagecodecs.Jpeg8Error, ValueError) as exc:
+            message = str(exc)
+        return f"libjpeg cannot decode it: {message}"
 
     def _stream(self, settings: JpegSettings) -> DecodeStream:
         key = id(settings)  # settings live in self._settings: stable ids
