@@ -17,8 +17,7 @@ import pytest
 import tifffile
 
 from svsicc.check.verify import verify
-from svsicc.codecs import libjpeg
-from svsicc.codecs.jpeg import JpegCodec
+from svsicc.codecs.jpeg import JpegCodec, JpegFormatError, scan_data_start
 from tests.synthetic import load_real_pixels, preset, write_slide
 
 from .conftest import CMU_SMALL, SCANSCOPE, assert_one_line_error, run_cli, segment_bytes, sha256
@@ -39,6 +38,14 @@ def garble(tile: bytes) -> bytes:
 
 def cut_in_half(tile: bytes) -> bytes:
     return tile[: len(tile) // 2]
+
+
+def change_one_byte(tile: bytes) -> bytes:
+    """The first byte of the entropy-coded data with its top bit flipped: no marker appears
+    (it is not 0xFF and does not follow one in the real tile this is used on)."""
+    start = scan_data_start(tile)
+    assert tile[start] not in (0x7F, 0xFF) and tile[start - 1] != 0xFF
+    return tile[:start] + bytes([tile[start] ^ 0x80]) + tile[start + 1 :]
 
 
 def cut_packets_in_half(codestream: bytes) -> bytes:
@@ -87,6 +94,7 @@ def make_slide(folder: Path, kind: str, pixels: np.ndarray) -> tuple[Path, list[
 CASES = [
     ("aperio-rgb", garble, "damaged data, libjpeg: Corrupt JPEG data"),
     ("aperio-rgb", cut_in_half, "damaged data, libjpeg: Premature end of JPEG file"),
+    ("aperio-rgb", change_one_byte, "damaged data, libjpeg: Corrupt JPEG data: premature end of"),
     ("gt450", garble, "damaged data, libjpeg: Corrupt JPEG data"),
     ("gt450", cut_in_half, "damaged data, libjpeg: Premature end of JPEG file"),
     ("jp2k-33005", cut_packets_in_half, "OpenJPEG could not decode the codestream"),
@@ -95,15 +103,44 @@ CASES = [
 IDS = [f"{kind}-{damage.__name__}" for kind, damage, _ in CASES]
 
 
-def test_libjpeg_warnings_are_heard() -> None:
-    assert libjpeg.available()
+def flip_low_bit(tile: bytes) -> bytes:
+    start = scan_data_start(tile)
+    return tile[:start] + bytes([tile[start] ^ 0x01]) + tile[start + 1 :]
+
+
+# Damage to a real Aperio tile (CMU-1-Small-Region, IFD 0, tile 5) and libjpeg's first warning
+# about it, which the decode itself reports (no second pass).
+WARNINGS = [
+    (cut_in_half, "Premature end of JPEG file"),
+    (lambda t: t[: len(t) // 2] + b"\xff\xd9", "Corrupt JPEG data: premature end of data segment"),
+    (garble, "Corrupt JPEG data: premature end of data segment"),
+    (change_one_byte, "Corrupt JPEG data: premature end of data segment"),
+    (
+        lambda t: t[:-2] + bytes(range(1, 33)) + t[-2:],  # junk (no 0xFF) before the EOI
+        r"Corrupt JPEG data: \d+ extraneous bytes before marker 0xd9",
+    ),
+]
+
+
+@pytest.mark.parametrize(("damage", "warning"), WARNINGS, ids=lambda v: getattr(v, "__name__", ""))
+def test_libjpeg_warnings_are_heard_in_the_decode(damage: Damage, warning: str) -> None:
     tables = tifffile.TiffFile(CMU_SMALL).pages[0].jpegtables
-    tile = segment_bytes(CMU_SMALL, 0)[11]
-    assert libjpeg.warning(tile, tables) is None
-    assert libjpeg.warning(cut_in_half(tile), tables) == "Premature end of JPEG file"
-    assert libjpeg.warning(tile[: len(tile) // 2] + b"\xff\xd9", tables) == (
-        "Corrupt JPEG data: premature end of data segment"
-    )
+    codec = JpegCodec(tables, 2)
+    tile = segment_bytes(CMU_SMALL, 0)[5]
+    assert codec.decode(tile, 240, 240).shape == (240, 240, 4)
+    with pytest.raises(JpegFormatError, match=f"^damaged data, libjpeg: {warning}$"):
+        codec.decode(damage(tile), 240, 240)
+
+
+def test_damage_libjpeg_does_not_notice_goes_unseen() -> None:
+    """JPEG has no checksum: a changed bit whose Huffman codes resynchronise within the block
+    decodes without a warning, to other pixels (about half of single-byte changes on these
+    tiles). What svsicc can hear is only what libjpeg says."""
+    tables = tifffile.TiffFile(CMU_SMALL).pages[0].jpegtables
+    codec = JpegCodec(tables, 2)
+    tile = segment_bytes(CMU_SMALL, 0)[5]
+    sound = codec.decode(tile, 240, 240).copy()
+    assert not np.array_equal(codec.decode(flip_low_bit(tile), 240, 240), sound)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,9 @@ Two real layouts matter:
   component IDs 0, 1, 2, no JFIF or Adobe marker; DQT and DHT live in the IFD's JPEGTables.
 * GT450: self-contained JFIF YCbCr streams (4:2:0 / 4:2:2 / 4:4:4).
 
-The SOF decides sampling; Photometric decides colourspace (as OpenSlide does). The encoder is
+The SOF decides sampling; Photometric decides colourspace (as OpenSlide does). The decoder is
+libjpeg-turbo through simplejpeg's TurboJPEG binding, strict: libjpeg's warnings (a damaged tile
+it would fill with grey) are errors, in the same single pass (:class:`DecodeStream`). The encoder is
 libjpeg-turbo through imagecodecs when the source's tables are IJG tables at some quality
 (:mod:`svsicc.codecs.ijg`), else Pillow (libjpeg-turbo too), which accepts explicit quantisation
 tables; either way its markers are then replaced by the source's so the tile differs from the
@@ -23,11 +25,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-import imagecodecs
 import numpy as np
+import simplejpeg
 from PIL import Image
 
-from svsicc.codecs import libjpeg
 from svsicc.exceptions import CodecError
 
 if TYPE_CHECKING:
@@ -283,6 +284,51 @@ def _colorspace(segments: list[Segment], comps: tuple[Component, ...], photometr
     return wanted
 
 
+def _is_jfif(seg: Segment) -> bool:
+    return seg.marker == 0xE0 and len(seg.payload) >= 14 and seg.payload[:5] == b"JFIF\x00"
+
+
+def _adobe_marker(transform: int) -> bytes:
+    """An Adobe APP14 segment (version 100, no flags) naming the colour transform: libjpeg reads
+    3 components as RGB for transform 0 and as YCbCr for 1."""
+    return Segment(0xEE, b"Adobe" + bytes((0, 100, 0, 0, 0, 0, transform))).to_bytes()
+
+
+@dataclass(frozen=True)
+class DecodeStream:
+    """How one kind of tile becomes a stream TurboJPEG decodes to the pixels imagecodecs'
+    ``jpeg8_decode(tile, tables=JPEGTables, colorspace=<Photometric's>)`` gives.
+
+    TurboJPEG takes neither separate tables nor a colourspace: libjpeg deduces the colourspace
+    from the markers (JFIF: YCbCr; else an Adobe marker's transform; else the component IDs,
+    which for Aperio's 0, 1, 2 mean YCbCr). So the stream is the tile after its SOI, behind
+    ``prefix``: SOI, an Adobe marker naming Photometric's colourspace unless a JFIF marker
+    already does, and the JPEGTables' DQT and DHT segments. Only a JFIF tile under Photometric
+    RGB needs its header rebuilt, without that marker.
+    """
+
+    prefix: bytes
+    drop_jfif: bool
+
+    @classmethod
+    def for_settings(cls, settings: JpegSettings, table_segments: bytes) -> DecodeStream:
+        jfif = any(_is_jfif(seg) for seg in settings.app_segments)
+        if settings.colorspace == "YCbCr":
+            # A tile's own Adobe marker comes later and wins: parse_settings checked it agrees.
+            marker = b"" if jfif else _adobe_marker(1)
+            return cls(b"\xff\xd8" + marker + table_segments, drop_jfif=False)
+        return cls(b"\xff\xd8" + _adobe_marker(0) + table_segments, drop_jfif=jfif)
+
+    def of(self, tile: bytes) -> bytes:
+        if self.drop_jfif:
+            segments, scan = split_header(tile)
+            header = b"".join(seg.to_bytes() for seg in segments if not _is_jfif(seg))
+            return b"".join((self.prefix, header, scan))
+        if len(self.prefix) == 2:
+            return tile  # self-contained and libjpeg reads the right colourspace: as it is
+        return b"".join((self.prefix, memoryview(tile)[2:]))
+
+
 class JpegCodec:
     """Decode to BGRX and encode from RGBX/BGRX, reproducing the source tile's stream."""
 
@@ -297,6 +343,14 @@ class JpegCodec:
         self._settings: dict[bytes, JpegSettings] = {}
         self._spliced: dict[tuple[int, bytes], bytes] = {}
         self._ijg: dict[int, IjgEncoder | None] = {}
+        self._streams: dict[int, DecodeStream] = {}
+        # What libjpeg keeps from JPEGTables when imagecodecs loads them before a tile: only the
+        # tables (the tile's SOI resets markers and restart interval).
+        self._table_segments = b"".join(
+            seg.to_bytes()
+            for seg in (split_header(jpeg_tables)[0] if jpeg_tables else ())
+            if seg.marker in (DQT, DHT)
+        )
         self._last_header: tuple[int, bytes, bytes] | None = None  # settings id, encoder's, spliced
 
     def settings_for(self, tile: bytes) -> JpegSettings:
@@ -315,22 +369,11 @@ class JpegCodec:
             raise JpegFormatError(
                 f"frame header says {settings.width}x{settings.height}, expected {cols}x{rows}"
             )
-        colorspace = (
-            imagecodecs.JPEG8.CS.RGB if settings.colorspace == "RGB" else imagecodecs.JPEG8.CS.YCbCr
-        )
+        stream = self._stream(settings).of(tile)
         try:
-            pixels = imagecodecs.jpeg8_decode(
-                tile,
-                tables=self._raw_tables,
-                colorspace=colorspace,
-                outcolorspace=imagecodecs.JPEG8.CS.EXT_BGRX,
-            )
-        except (imagecodecs.Jpeg8Error, ValueError) as exc:
-            raise JpegFormatError(f"libjpeg cannot decode it: {exc}") from None
-        # Decoded is not sound: libjpeg fills what a damaged stream lacks with grey and warns.
-        damage = libjpeg.warning(tile, self._raw_tables)
-        if damage is not None:
-            raise JpegFormatError(f"damaged data, libjpeg: {damage}")
+            pixels: np.ndarray = simplejpeg.decode_jpeg(stream, colorspace="BGRX", strict=True)
+        except ValueError as exc:
+            raise JpegFormatError(self._failure(tile, stream, settings, str(exc))) from None
         if pixels.shape[:2] != (rows, cols):
             if pixels.shape[0] < rows or pixels.shape[1] < cols:
                 raise JpegFormatError(
@@ -338,6 +381,40 @@ class JpegCodec:
                 )
             pixels = pixels[:rows, :cols]
         return pixels
+
+    def _failure(
+        self, tile: bytes, stream: bytes | memoryview, settings: JpegSettings, message: str
+    ) -> str:
+        """What is wrong with a tile strict decoding refused. A stream libjpeg decodes when it
+        may only warn is damaged data it would fill with grey (cut short, garbled entropy-coded
+        data); one it cannot decode at all is an error, named in libjpeg's own words:
+        TurboJPEG's header check can refuse first, more vaguely ("Could not determine
+        subsampling level" where libjpeg says "Invalid component ID 9 in SOS")."""
+        try:
+            simplejpeg.decode_jpeg(stream, colorspace="BGRX", strict=False)
+        except ValueError:
+            pass
+        else:
+            return f"damaged data, libjpeg: {message}"
+        import imagecodecs  # only on this path: a tile that cannot be decoded
+
+        cs = imagecodecs.JPEG8.CS
+        try:
+            imagecodecs.jpeg8_decode(
+                tile,
+                tables=self._raw_tables,
+                colorspace=cs.RGB if settings.colorspace == "RGB" else cs.YCbCr,
+            )
+        except (imagecodecs.Jpeg8Error, ValueError) as exc:
+            message = str(exc)
+        return f"libjpeg cannot decode it: {message}"
+
+    def _stream(self, settings: JpegSettings) -> DecodeStream:
+        key = id(settings)  # settings live in self._settings: stable ids
+        stream = self._streams.get(key)
+        if stream is None:
+            stream = self._streams[key] = DecodeStream.for_settings(settings, self._table_segments)
+        return stream
 
     def encode(self, pixels: np.ndarray, layout: str, source_tile: bytes) -> bytes:
         """Encode (rows, cols, 4) uint8 pixels in ``layout`` ("RGBX" or "BGRX")."""
