@@ -238,7 +238,7 @@ def test_codec_floor_uses_no_svsicc_and_reencodes_what_apply_rewrites(
     assert summary["segments"] == len(expected)
     assert summary["bytes"] == out.stat().st_size
     # The first re-encoded stream carries the first source tile's tables and sampling.
-    from svsicc.codecs.jpeg import SOF0, TableSet, split_header
+    from svsicc.codecs.jpeg_stream import SOF0, TableSet, split_header
 
     data = out.read_bytes()
     first = data[: data.index(b"\xff\xd9") + 2]

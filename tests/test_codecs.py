@@ -10,7 +10,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from svsicc.codecs.jpeg import JpegCodec, JpegFormatError, split_header
+from svsicc.codecs.jpeg import JpegCodec
+from svsicc.codecs.jpeg_stream import JpegFormatError, split_header
 from svsicc.codecs.lossless import LosslessCodec
 from svsicc.codecs.pixels import bgrx_from_rgb, rgb_from_layout
 from svsicc.exceptions import CodecError
@@ -137,7 +138,7 @@ def test_cached_headers_give_the_stream_a_full_splice_gives(
 
 
 def test_scan_data_start_skips_fill_bytes() -> None:
-    from svsicc.codecs.jpeg import scan_data_start
+    from svsicc.codecs.jpeg_stream import scan_data_start
 
     stream = encode_pillow(np.zeros((16, 16, 3), np.uint8), quality=90)
     start = scan_data_start(stream)
@@ -173,13 +174,13 @@ def test_grey_jpeg_is_refused(tissue: np.ndarray) -> None:
 
 def test_ijg_tables_are_the_ones_libjpeg_makes_at_every_quality(tissue: np.ndarray) -> None:
     from svsicc.codecs.ijg import ijg_table
-    from svsicc.codecs.jpeg import TableSet, _natural_order
+    from svsicc.codecs.jpeg_stream import TableSet, natural_order
 
     for quality in range(1, 101):
         stream = encode_pillow(tissue[:16, :16], quality=quality)
         made = TableSet.from_segments(split_header(stream)[0]).quant
-        assert _natural_order(made[0]) == ijg_table(False, quality), quality
-        assert _natural_order(made[1]) == ijg_table(True, quality), quality
+        assert natural_order(made[0]) == ijg_table(False, quality), quality
+        assert natural_order(made[1]) == ijg_table(True, quality), quality
 
 
 def _reencoders(tables: bytes | None, photometric: int) -> tuple[JpegCodec, JpegCodec]:

@@ -17,7 +17,8 @@ import pytest
 import tifffile
 
 from svsicc.check.verify import verify
-from svsicc.codecs.jpeg import JpegCodec, JpegFormatError, scan_data_start
+from svsicc.codecs.jpeg import JpegCodec
+from svsicc.codecs.jpeg_stream import JpegFormatError, scan_data_start
 from tests.synthetic import load_real_pixels, preset, write_slide
 
 from .conftest import CMU_SMALL, SCANSCOPE, assert_one_line_error, run_cli, segment_bytes, sha256

@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 
 from svsicc.aperio.slide import Page, read_slide
-from svsicc.codecs.jpeg import (
-    PHOTOMETRIC_RGB,
-    PHOTOMETRIC_YCBCR,
-    JpegCodec,
+from svsicc.codecs.codes import Photometric
+from svsicc.codecs.jpeg import JpegCodec
+from svsicc.codecs.jpeg_stream import (
     JpegFormatError,
     Segment,
     split_header,
@@ -33,7 +32,7 @@ def reference(tile: bytes, page: Page, rows: int, cols: int) -> np.ndarray:
     pixels = imagecodecs.jpeg8_decode(
         tile,
         tables=page.jpeg_tables,
-        colorspace=cs.RGB if page.photometric == PHOTOMETRIC_RGB else cs.YCbCr,
+        colorspace=cs.RGB if page.photometric == Photometric.RGB else cs.YCbCr,
         outcolorspace=cs.EXT_BGRX,
     )
     return np.asarray(pixels)[:rows, :cols]
@@ -135,15 +134,15 @@ def adobe(transform: int) -> Segment:
     ("source", "photometric", "change", "ids"),
     [
         # A JFIF marker says YCbCr to libjpeg; Photometric RGB must still win.
-        ("aperio", PHOTOMETRIC_RGB, {0xE0: JFIF}, None),
+        ("aperio", Photometric.RGB, {0xE0: JFIF}, None),
         # An Adobe marker that agrees with Photometric, in the tile itself.
-        ("aperio", PHOTOMETRIC_RGB, {0xEE: adobe(0)}, None),
+        ("aperio", Photometric.RGB, {0xEE: adobe(0)}, None),
         # Component IDs 'R', 'G', 'B' say RGB to libjpeg when no marker does.
-        ("aperio", PHOTOMETRIC_RGB, {}, b"RGB"),
+        ("aperio", Photometric.RGB, {}, b"RGB"),
         # YCbCr without JFIF: component IDs 1, 2, 3, or 'R', 'G', 'B', or an agreeing Adobe.
-        ("gt450", PHOTOMETRIC_YCBCR, {0xE0: None}, None),
-        ("gt450", PHOTOMETRIC_YCBCR, {0xE0: None}, b"RGB"),
-        ("gt450", PHOTOMETRIC_YCBCR, {0xE0: None, 0xEE: adobe(1)}, b"RGB"),
+        ("gt450", Photometric.YCBCR, {0xE0: None}, None),
+        ("gt450", Photometric.YCBCR, {0xE0: None}, b"RGB"),
+        ("gt450", Photometric.YCBCR, {0xE0: None, 0xEE: adobe(1)}, b"RGB"),
     ],
     ids=["rgb-jfif", "rgb-adobe", "rgb-ids-RGB", "ycbcr-no-jfif", "ycbcr-ids-RGB", "ycbcr-adobe"],
 )
@@ -166,7 +165,7 @@ def test_photometric_decides_whatever_the_markers_say(
         tile,
         tables=page.jpeg_tables,
         colorspace=imagecodecs.JPEG8.CS.YCbCr
-        if photometric == PHOTOMETRIC_RGB
+        if photometric == Photometric.RGB
         else imagecodecs.JPEG8.CS.RGB,
         outcolorspace=imagecodecs.JPEG8.CS.EXT_BGRX,
     )

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from svsicc.codecs.registry import Compression, Photometric, compression_name
+from svsicc.codecs import jpeg_stream
+from svsicc.codecs.codes import Compression, Photometric
+from svsicc.codecs.registry import compression_name
 from svsicc.exceptions import TiffFormatError, UnsupportedLayoutError
 from svsicc.tiff import file as tiff
 
@@ -217,41 +219,20 @@ def check_extents(structure: tiff.TiffStructure, pages: tuple[Page, ...]) -> Non
 
 def jpeg_tables_problem(data: bytes) -> str | None:
     """What is wrong with a JPEGTables value (SOI, DQT/DHT segments, EOI), or None."""
-    if data[:2] != b"\xff\xd8":
-        return "does not start with an SOI marker"
-    pos, n = 2, len(data)
-    while pos < n:
-        if pos + 2 > n or data[pos] != 0xFF:
-            return f"has no marker at byte {pos}"
-        marker = data[pos + 1]
-        if marker == 0xD9:
-            return None
-        if pos + 4 > n:
-            return "is truncated inside a marker"
-        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
-        if length < 2 or pos + 2 + length > n:
-            return f"is truncated: marker 0x{marker:02X} claims {length} bytes"
-        payload = data[pos + 4 : pos + 2 + length]
-        problem = _table_segment_problem(marker, payload)
-        if problem:
-            return problem
-        pos += 2 + length
+    try:
+        for marker, start, end in jpeg_stream.marker_segments(data):
+            if marker == jpeg_stream.EOI:
+                return None
+            if marker == jpeg_stream.SOS:
+                return "holds a scan (SOS marker) where only tables belong"
+            # Walked for their checks: an entry that runs past its segment raises.
+            if marker == jpeg_stream.DQT:
+                list(jpeg_stream.dqt_entries(data[start:end]))
+            elif marker == jpeg_stream.DHT:
+                list(jpeg_stream.dht_entries(data[start:end]))
+    except jpeg_stream.JpegFormatError as exc:
+        return f"is malformed: {exc}"
     return "is truncated: no EOI marker"
-
-
-def _table_segment_problem(marker: int, payload: bytes) -> str | None:
-    pos = 0
-    if marker == 0xDB:  # DQT: (precision/id byte, 64 or 128 bytes)*
-        while pos < len(payload):
-            pos += 1 + 64 * (2 if payload[pos] >> 4 else 1)
-        return "has a truncated DQT segment" if pos != len(payload) else None
-    if marker == 0xC4:  # DHT: (class/id byte, 16 counts, values)*
-        while pos < len(payload):
-            if pos + 17 > len(payload):
-                return "has a truncated DHT segment"
-            pos += 17 + sum(payload[pos + 1 : pos + 17])
-        return "has a truncated DHT segment" if pos != len(payload) else None
-    return None
 
 
 def _read_page(reader: tiff.TiffReader, ifd: tiff.TiffIfd) -> Page:

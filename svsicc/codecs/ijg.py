@@ -20,12 +20,12 @@ from functools import lru_cache
 import imagecodecs
 import numpy as np
 
-from svsicc.codecs.jpeg import (
+from svsicc.codecs.jpeg_stream import (
     SOF_MARKERS,
     JpegFormatError,
     JpegSettings,
     TableSet,
-    _natural_order,
+    natural_order,
     split_header,
 )
 
@@ -133,6 +133,6 @@ def ijg_encoder(settings: JpegSettings) -> IjgEncoder | None:
         if tq != component.tq or sampling != (component.h, component.v) or tq not in made:
             return None
     tables = sorted({c.tq for c in settings.components})
-    if [_natural_order(made[t]) for t in tables] != list(settings.qtables):
+    if [natural_order(made[t]) for t in tables] != list(settings.qtables):
         return None
     return encoder

@@ -37,6 +37,7 @@ import imagecodecs
 import numpy as np
 
 from svsicc.codecs import openjpeg
+from svsicc.codecs.codes import Compression
 from svsicc.codecs.j2k_codestream import (
     COM,
     SIZ,
@@ -61,8 +62,6 @@ from svsicc.codecs.pixels import bgrx_from_rgb, rgb_from_layout
 from svsicc.exceptions import UnsupportedLayoutError
 
 __all__ = [
-    "COMPRESSION_JP2K_RGB",
-    "COMPRESSION_JP2K_YCBCR",
     "CodestreamHeader",
     "Jpeg2000Codec",
     "Jpeg2000FormatError",
@@ -76,9 +75,6 @@ __all__ = [
     "subsampled_ycbcr_for_openslide",
     "upsample_chroma",
 ]
-
-COMPRESSION_JP2K_YCBCR = 33003
-COMPRESSION_JP2K_RGB = 33005
 
 
 @dataclass(frozen=True)
@@ -106,7 +102,7 @@ def _chroma_factors(header: CodestreamHeader, compression: int) -> tuple[int, in
     """(dx, dy) of Cb and Cr when the tile is subsampled YCbCr svsicc can reproduce: Y at full
     resolution, Cb and Cr alike, a tile size the factors divide (OpenSlide derives the factor
     from the plane widths, so odd sizes would read wrongly anyway)."""
-    if compression != COMPRESSION_JP2K_YCBCR or len(header.components) != 3:
+    if compression != Compression.JPEG2000_YCBCR or len(header.components) != 3:
         return None
     y, cb, cr = ((c.dx, c.dy) for c in header.components)
     if y != (1, 1) or cb != cr or cb not in SUPPORTED_CHROMA:
@@ -146,7 +142,7 @@ def parse_settings(data: bytes, compression: int) -> Jpeg2000Settings:
         )
     return Jpeg2000Settings(
         header=header,
-        ycbcr=compression == COMPRESSION_JP2K_YCBCR,
+        ycbcr=compression == Compression.JPEG2000_YCBCR,
         lossless=header.coding.reversible,
         chroma=chroma,
     )
@@ -201,7 +197,7 @@ class Jpeg2000Codec:
     lossless = False  # per stream: True once a 5/3 (reversible) tile has been seen
 
     def __init__(self, compression: int) -> None:
-        if compression not in (COMPRESSION_JP2K_YCBCR, COMPRESSION_JP2K_RGB):
+        if compression not in (Compression.JPEG2000_YCBCR, Compression.JPEG2000_RGB):
             raise ValueError(f"compression {compression} is not Aperio JPEG 2000")
         self.compression = compression
         self.rate = RateControl()

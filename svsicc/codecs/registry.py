@@ -9,28 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import IntEnum
 
 from svsicc.codecs import SegmentCodec
+from svsicc.codecs.codes import Compression, Photometric
 
-
-class Compression(IntEnum):
-    """TIFF Compression (tag 259) values svsicc knows."""
-
-    NONE = 1
-    LZW = 5
-    JPEG = 7
-    # Aperio's JPEG 2000: raw J2K codestreams; 33003 holds YCbCr samples without a codestream
-    # colour transform (the reader converts), 33005 RGB.
-    JPEG2000_YCBCR = 33003
-    JPEG2000_RGB = 33005
-
-
-class Photometric(IntEnum):
-    """TIFF PhotometricInterpretation (tag 262) values of colour slides."""
-
-    RGB = 2
-    YCBCR = 6
+__all__ = [
+    "COMPRESSIONS",
+    "CodecEntry",
+    "Compression",
+    "PageCoding",
+    "Photometric",
+    "compression_name",
+    "entry_for",
+    "is_supported",
+    "make_codec",
+    "stream_magic",
+]
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from svsicc.aperio.formats import refuse_unless_aperio
 from svsicc.aperio.marking import applied_record, mark_applied, rename_profile
 from svsicc.aperio.slide import Page, Role, Slide, read_slide
 from svsicc.codecs import registry
-from svsicc.codecs.registry import Compression
+from svsicc.codecs.codes import Compression
 from svsicc.colour.transform import ColourTable, IccProfile, Intent
 from svsicc.convert.engine import (
     BadSegment,
