@@ -202,16 +202,7 @@ class DaskBackend(Backend):
 
 
 def _failed(job: SlideJob, reason: str) -> SlideRecord:
-    return SlideRecord(
-        path=job.rel_path,
-        source_path=job.source,
-        output_path=job.output,
-        size=job.size,
-        mtime_ns=job.mtime_ns,
-        status=FAILED,
-        detail=f"{job.source}: {reason}",
-        finished_at=utc_now(),
-    )
+    return job.record(FAILED, detail=f"{job.source}: {reason}", finished_at=utc_now())
 
 
 InFlight = dict["Future[SlideRecord]", tuple[SlideJob, bool]]

@@ -110,8 +110,10 @@ class MigrationInterrupted(Interrupted):
         )
 
 
-def run_migration(options: MigrateOptions, out: TextIO = sys.stdout) -> MigrationReport:
+def run_migration(options: MigrateOptions, out: TextIO | None = None) -> MigrationReport:
     """Migrate SRC_DIR into DST_DIR (resuming what the journal says is unfinished)."""
+    # sys.stdout when called, not when imported: a test's captured stream closes after it.
+    out = sys.stdout if out is None else out
     src, dst = check_dirs(options)
     colours = load_colours(options)
     try:
@@ -252,16 +254,7 @@ def _job(
 
 
 def _running(job: SlideJob, run_id: int) -> SlideRecord:
-    return SlideRecord(
-        path=job.rel_path,
-        source_path=job.source,
-        output_path=job.output,
-        size=job.size,
-        mtime_ns=job.mtime_ns,
-        status=RUNNING,
-        started_at=utc_now(),
-        run_id=run_id,
-    )
+    return job.record(RUNNING, started_at=utc_now(), run_id=run_id)
 
 
 # ------------------------------------------------------------------------------------ summaries

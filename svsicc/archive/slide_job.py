@@ -48,6 +48,18 @@ class SlideJob:
     verify: int | None = None
     redo: str | None = None  # why a slide finished earlier is done again
 
+    def record(self, status: str, **changes: object) -> SlideRecord:
+        """The journal row of this slide with ``status`` (and any other fields in ``changes``)."""
+        row = SlideRecord(
+            path=self.rel_path,
+            source_path=self.source,
+            output_path=self.output,
+            size=self.size,
+            mtime_ns=self.mtime_ns,
+            status=status,
+        )
+        return row.with_changes(**changes) if changes else row
+
 
 def needs_work(
     previous: SlideRecord | None, slide: FoundSlide, output: Path, profile_given: bool
@@ -68,16 +80,7 @@ def migrate_slide(job: SlideJob) -> SlideRecord:
     """Do one slide and say what happened; a bad slide returns a ``failed`` record (only
     interrupts propagate). Runs in a worker process, local or on a Dask worker."""
     started = time.perf_counter()
-    base = SlideRecord(
-        path=job.rel_path,
-        source_path=job.source,
-        output_path=job.output,
-        size=job.size,
-        mtime_ns=job.mtime_ns,
-        status=RUNNING,
-        started_at=utc_now(),
-        worker=this_process(),
-    )
+    base = job.record(RUNNING, started_at=utc_now(), worker=this_process())
     timings: dict[str, float] = {"hash": 0.0, "apply": 0.0}
     try:
         record = _migrate_slide(job, base, timings)
