@@ -24,9 +24,8 @@ from svsicc.archive.options import (
 from svsicc.archive.resume import slides_to_do
 from svsicc.archive.summary import human_bytes
 from svsicc.colour.transform import ColourTable, IccProfile
-from svsicc.convert.apply import IDENTITY_TOLERANCE
 from svsicc.convert.engine import PageJob, SegmentProcessor, SegmentTask, default_workers
-from svsicc.convert.plan import find_embedded_profile
+from svsicc.convert.plan import find_embedded_profile, maps_as_identity
 from svsicc.exceptions import ProfileError, SvsiccError
 from svsicc.progress import duration_text
 from svsicc.tiff import file as tiff
@@ -218,13 +217,13 @@ def _profile_outcome(profile: IccProfile, colours: Colours, tables: dict[str, Co
     "convert", or "unusable: why"."""
     intent = colours.intent or profile.default_intent
     if profile.sha256 == colours.target.sha256:
-        return "identity"
+        return "identity"  # no table to build
     try:
         table = ColourTable.load_or_build(profile, colours.target, intent)
     except (SvsiccError, OSError, ValueError) as exc:
         return f"unusable: {exc}"
     tables[profile.sha256] = table
-    return "identity" if table.max_deviation_from_identity() <= IDENTITY_TOLERANCE else "convert"
+    return "identity" if maps_as_identity(profile, colours.target, table) else "convert"
 
 
 def _rewritten_pages(slide: Slide) -> list[Page]:

@@ -18,9 +18,9 @@ import numpy as np
 
 from svsicc.aperio.slide import Page, read_slide
 from svsicc.colour.transform import ColourTable, IccProfile, Intent, colour_path
-from svsicc.convert.apply import IDENTITY_TOLERANCE, pages_to_rewrite, refuse_unless_applicable
+from svsicc.convert.apply import pages_to_rewrite, refuse_unless_applicable
 from svsicc.convert.engine import CODEC_ERRORS, PageJob, default_workers, make_codec
-from svsicc.convert.plan import ProfileChoice, ProfileSource
+from svsicc.convert.plan import ProfileChoice, ProfileSource, maps_as_identity
 from svsicc.exceptions import (
     SvsiccError,
     TileDecodeError,
@@ -146,9 +146,7 @@ def bench_slide(
         started = time.perf_counter()
         table = ColourTable.load_or_build(source_profile, target_profile, chosen_intent)
         table_seconds = time.perf_counter() - started
-        identity = source_profile.sha256 == target_profile.sha256 or table.is_identity(
-            IDENTITY_TOLERANCE
-        )
+        identity = maps_as_identity(source_profile, target_profile, table)
         level0 = slide.pages[0]
         stages, total, sampled = _time_stages(reader, level0, table, tiles)
         extents = {

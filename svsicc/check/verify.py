@@ -90,7 +90,7 @@ from svsicc.check.structure import (
 from svsicc.codecs import registry
 from svsicc.colour.transform import ColourTable, IccProfile
 from svsicc.convert.engine import CODEC_ERRORS
-from svsicc.convert.plan import ProfileChoice, ProfileSource
+from svsicc.convert.plan import IDENTITY_TOLERANCE, ProfileChoice, ProfileSource
 from svsicc.exceptions import SvsiccError, VerificationError
 
 if TYPE_CHECKING:
@@ -294,8 +294,6 @@ def verify(
         if expect.source is not None and expect.target is not None and expect.intent is not None:
             table = ColourTable.load_or_build(expect.source, expect.target, expect.intent)
             if expect.identity:
-                from svsicc.convert.apply import IDENTITY_TOLERANCE
-
                 deviation = table.max_deviation_from_identity()
                 if deviation > IDENTITY_TOLERANCE:
                     findings.append(

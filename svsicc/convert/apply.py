@@ -33,7 +33,7 @@ from svsicc.convert.engine import (
     default_workers,
     process_segments,
 )
-from svsicc.convert.plan import ConversionPlan, ProfileChoice, ProfileSource
+from svsicc.convert.plan import ConversionPlan, ProfileChoice, ProfileSource, maps_as_identity
 from svsicc.exceptions import (
     AlreadyAppliedError,
     OutputError,
@@ -50,9 +50,6 @@ from svsicc.tiff.output import (
 )
 from svsicc.version import __version__
 
-# LittleCMS maps Aperio's HP sRGB profile to the compact sRGB with at most one level of rounding
-# difference on 0.3 % of samples: below what one JPEG re-encode would cost. Treat that as identity.
-IDENTITY_TOLERANCE = 1
 # Gaps this small between rewritten segments are alignment padding, reusable once checked free.
 MAX_PADDING_GAP = 64
 
@@ -222,9 +219,7 @@ def apply(
         source_profile, origin = plan.source, plan.origin
         target_profile, chosen_intent = plan.target, plan.intent
         table = ColourTable.load_or_build(source_profile, target_profile, chosen_intent)
-        identity = source_profile.sha256 == target_profile.sha256 or table.is_identity(
-            IDENTITY_TOLERANCE
-        )
+        identity = maps_as_identity(source_profile, target_profile, table)
         rewrite = [] if identity else pages_to_rewrite(slide, include_associated)
         marks = _Marks(source_profile, target_profile, chosen_intent, identity)
         n_workers = default_workers() if workers is None else max(1, workers)
