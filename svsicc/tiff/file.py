@@ -472,14 +472,6 @@ class TiffPatcher:
         return self._fh.read(size)
 
 
-def iter_extents(offsets: Sequence[int], counts: Sequence[int]) -> Iterator[tuple[int, int, int]]:
-    """(segment index, offset, byte count) of every non-empty segment, in file order."""
-    order = sorted(range(len(offsets)), key=lambda i: offsets[i])
-    for i in order:
-        if counts[i]:
-            yield i, offsets[i], counts[i]
-
-
 # -- BigTIFF promotion ----------------------------------------------------------------------------
 
 BIGTIFF_HEADER_SIZE = 16
