@@ -166,3 +166,11 @@ def test_migrate_from_python(tmp_path: Path) -> None:
     assert report.exit_code == 0
     copy = svsicc.info(tmp_path / "dst" / "lab" / "cmu.svs")
     assert copy.applied is not None and copy.applied.source_description == "ScanScope v1"
+    # The profile policy and the verification, as on the command line: CMU-1-Small-Region
+    # embeds no profile, so the fallback is used, and each copy is verified before it lands.
+    report = svsicc.migrate(
+        source_dir, tmp_path / "dst2", fallback_profile=SCANSCOPE, verify=8, workers=1
+    )
+    assert [(r.path, r.status, r.profile_origin) for r in report.this_run] == [
+        ("lab/cmu.svs", "done", "--fallback-profile")
+    ]

@@ -22,12 +22,14 @@ def migrate(
     destination_dir: str | os.PathLike[str],
     *,
     profile: str | os.PathLike[str] | None = None,
+    fallback_profile: str | os.PathLike[str] | None = None,
     target: str | os.PathLike[str] | None = None,
     intent: str | None = None,
     workers: int | None = None,
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
     scheduler: str | None = None,
+    verify: int | None = None,
     quiet: bool = True,
 ) -> MigrationReport:
     """Apply every slide under ``source_dir`` into the mirrored tree ``destination_dir``.
@@ -37,7 +39,8 @@ def migrate(
     ``include`` and not ``exclude`` (glob patterns on paths relative to ``source_dir``), applies
     each in its own process (``workers`` at a time, default all cores; or on the
     dask.distributed cluster at ``scheduler``), and writes ``summary.csv`` / ``summary.json``.
-    ``profile``, ``target`` and ``intent`` are as for :func:`svsicc.convert.apply`. ``quiet=False``
+    ``profile``, ``fallback_profile``, ``target`` and ``intent`` are as for :func:`svsicc.apply`;
+    ``verify=N`` verifies each copy (N sampled tiles per level) before it lands. ``quiet=False``
     prints the run's first line to stdout and a progress line on a terminal.
 
     Returns:
@@ -61,12 +64,14 @@ def migrate(
         source_dir=Path(source_dir),
         destination_dir=Path(destination_dir),
         profile=None if profile is None else os.fspath(profile),
+        fallback_profile=None if fallback_profile is None else os.fspath(fallback_profile),
         target=None if target is None else os.fspath(target),
         intent=intent,
         workers=workers,
         include=tuple(include),
         exclude=tuple(exclude),
         scheduler=scheduler,
+        verify=verify,
         quiet=quiet,
     )
     return run_migration(options)
