@@ -31,6 +31,7 @@ Design
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -155,10 +156,10 @@ def run_migration(options: MigrateOptions, out: TextIO | None = None) -> Migrati
         )
         records: list[SlideRecord] = []
         replacements: set[str] = set()
-        started_paths: set[str] = set()
+        in_hand: dict[str, tuple[SlideJob, float]] = {}  # rel path -> job, wall time started
 
         def start(job: SlideJob) -> None:
-            started_paths.add(job.rel_path)
+            in_hand[job.rel_path] = (job, time.time())
             journal.write(_running(job, run_id))
 
         def record_result(record: SlideRecord) -> SlideRecord:
@@ -192,15 +193,19 @@ def run_migration(options: MigrateOptions, out: TextIO | None = None) -> Migrati
         except KeyboardInterrupt:
             with interrupts_deferred():
                 progress.clear()
-                # Stopped workers rename nothing more: what finished meanwhile is journalled,
-                # what was cut short leaves only a temporary file (removed below).
+                # Stopped workers rename nothing more: what finished meanwhile is journalled;
+                # what was cut short leaves a temporary file (swept below) or, when its worker
+                # was stopped between the rename and its result, a copy no record names.
                 backend.close(interrupted)
                 closed = True
                 for result in settled_records(in_flight):
                     record_result(result)
-            finished = {r.path for r in records}
+                finished = {r.path for r in records}
+                cut_short = [job for path, job in in_hand.items() if path not in finished]
+                for job, when in cut_short:
+                    remove_unrecorded_output(Path(job.output), when)
             raise MigrationInterrupted(
-                dst, len(finished), len(started_paths - finished), len(jobs) - len(started_paths)
+                dst, len(finished), len(cut_short), len(jobs) - len(in_hand)
             ) from None
         finally:
             progress.clear()
@@ -264,3 +269,17 @@ def _running(job: SlideJob, run_id: int) -> SlideRecord:
 
 
 # ----------------------------------------------------------------------------------------- CLI
+
+
+# Timestamps of some file systems are coarse (up to 2 s): a file written this run is never older.
+_MTIME_SLACK_SECONDS = 2.0
+
+
+def remove_unrecorded_output(output: Path, started: float) -> None:
+    """Remove ``output`` if it was written since ``started`` (wall time): a worker stopped by an
+    interrupt can have renamed its copy into place without its result ever reaching the journal,
+    which still says "running"; the copy goes, as the interrupt message says, and a rerun redoes
+    the slide. An older file (a copy from an earlier run being redone) is left alone."""
+    with contextlib.suppress(OSError):
+        if output.stat().st_mtime >= started - _MTIME_SLACK_SECONDS:
+            output.unlink()
