@@ -145,8 +145,9 @@ def build_slide(work: Path, style: str, size: int, height: int | None = None) ->
 def describe_slide(
     path: Path, style: str, size: int, tile: int, quality: int, bigtiff: bool
 ) -> BuiltSlide:
-    from svsicc.aperio.slide import Role, read_slide
+    from svsicc.drivers import read_slide
     from svsicc.tiff import file as tiff
+    from svsicc.tiff.slide import Role
 
     with tiff.TiffReader(path) as reader:
         slide = read_slide(reader)
@@ -235,8 +236,8 @@ def copy_with_colour_stage(src: Path, dst: Path, table: Any) -> dict[str, float]
     """
     import importlib
 
-    from svsicc.aperio.slide import read_slide
     from svsicc.colour.transform import IccProfile, Intent, default_target
+    from svsicc.drivers import read_slide
     from svsicc.tiff import file as tiff
     from svsicc.tiff.output import TempOutput
 
@@ -509,8 +510,8 @@ def interleaved_line(slide: BuiltSlide, table: ColourTable, chunk: int = 32) -> 
     Both share each few seconds of the machine's speed, so this ratio is nearly free of the
     noise that whole runs see; it prices the colour stage alone (no table load, no set-up).
     """
-    from svsicc.aperio.slide import read_slide
     from svsicc.convert.engine import PageJob, SegmentProcessor, SegmentTask
+    from svsicc.drivers import read_slide
     from svsicc.tiff import file as tiff
 
     with tiff.TiffReader(slide.path) as reader:

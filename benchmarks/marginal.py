@@ -201,8 +201,8 @@ def interleaved_line(style: str, path: Path, table: Any, chunk: int = 32) -> str
     import tifffile
     from codec_floor import reencoder
 
-    from svsicc.aperio.slide import read_slide
     from svsicc.convert.engine import PageJob, SegmentProcessor, SegmentTask
+    from svsicc.drivers import read_slide
     from svsicc.tiff import file as tiff
 
     with tiff.TiffReader(path) as reader:

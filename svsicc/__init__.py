@@ -22,8 +22,6 @@ from typing import TYPE_CHECKING
 from svsicc.version import __version__
 
 if TYPE_CHECKING:
-    from svsicc.aperio.info import SlideInfo
-    from svsicc.aperio.info import slide_info as info
     from svsicc.archive.api import migrate
     from svsicc.archive.summary import MigrationReport
     from svsicc.check.figures import VerifyResult
@@ -43,18 +41,20 @@ if TYPE_CHECKING:
         UnsupportedLayoutError,
         VerificationError,
     )
+    from svsicc.info import SlideInfo
+    from svsicc.info import slide_info as info
 
 # Public name -> (module, attribute).
 _LAZY: dict[str, tuple[str, str]] = {
     "apply": ("svsicc.convert.apply", "apply"),
     "verify": ("svsicc.check.verify", "verify"),
-    "info": ("svsicc.aperio.info", "slide_info"),
+    "info": ("svsicc.info", "slide_info"),
     "report": ("svsicc.check.report", "make_report"),
     "migrate": ("svsicc.archive.api", "migrate"),
     "ApplyResult": ("svsicc.convert.apply", "ApplyResult"),
     "PageResult": ("svsicc.convert.apply", "PageResult"),
     "VerifyResult": ("svsicc.check.verify", "VerifyResult"),
-    "SlideInfo": ("svsicc.aperio.info", "SlideInfo"),
+    "SlideInfo": ("svsicc.info", "SlideInfo"),
     "ReportResult": ("svsicc.check.report", "ReportResult"),
     "MigrationReport": ("svsicc.archive.migrate", "MigrationReport"),
     "IccProfile": ("svsicc.colour.transform", "IccProfile"),

@@ -104,8 +104,8 @@ def assert_colour(original: Path, output: Path, bar: Bar, source: IccProfile = S
 def assert_ijg_encoded(src: Path) -> None:
     """Level 0 of ``src`` is re-encoded through imagecodecs (IJG tables), so the OpenSlide
     decoding checked by the test covers that encoder, not only Pillow's."""
-    from svsicc.aperio.slide import read_slide
     from svsicc.codecs.jpeg import JpegCodec
+    from svsicc.drivers import read_slide
     from svsicc.tiff import file as tiff
 
     with tiff.TiffReader(src) as reader:

@@ -212,8 +212,9 @@ def test_codec_floor_uses_no_svsicc_and_reencodes_what_apply_rewrites(
     import subprocess
     import sys
 
-    from svsicc.aperio.slide import Role, read_slide
+    from svsicc.drivers import read_slide
     from svsicc.tiff import file as tiff
+    from svsicc.tiff.slide import Role
 
     src = write_slide(
         tmp_path / f"{style}.svs", mosaic(load_real_pixels(), 700, 500, seed=3), preset(style)

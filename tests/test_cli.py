@@ -162,11 +162,13 @@ def test_undecodable_tile_is_named(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 def test_unsupported_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A TIFF in strips with no whole-slide vendor marks is no slide: refused, named."""
     plain = tmp_path / "plain.tif"
-    tifffile.imwrite(plain, tifffile.imread(CMU_EMBED), tile=(256, 256), description="not aperio")
+    tifffile.imwrite(plain, tifffile.imread(CMU_EMBED), description="not aperio")
     code, _, err = run(capsys, "apply", plain, tmp_path / "o.tif", "--profile", SCANSCOPE)
     assert code == 2
-    assert_one_line_error(err, "plain.tif", "not an Aperio slide")
+    assert_one_line_error(err, "plain.tif", "svsicc does not convert a plain TIFF")
+    assert not (tmp_path / "o.tif").exists()
 
 
 def test_output_equal_to_input_needs_in_place(

@@ -1,4 +1,5 @@
-"""Other scanners' TIFFs: ``info`` describes them, ``apply`` refuses them naming the format.
+"""Other scanners' TIFFs: ``info`` describes them, ``apply`` refuses those svsicc does not convert
+naming the format, and takes generic tiled TIFF and Ventana BIF through their drivers.
 
 The fixtures carry only what real NDPI, Philips and Ventana files are recognised by (written by
 tifffile from real CMU pixels), under a neutral file name, so the decision is the content's.
@@ -25,7 +26,10 @@ NAMES: dict[ForeignKind, str] = {
 }
 
 
-@pytest.fixture(params=list(NAMES))
+REFUSED: list[ForeignKind] = ["ndpi", "philips", "plain"]
+
+
+@pytest.fixture(params=REFUSED)
 def foreign(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, str]:
     kind: ForeignKind = request.param
     rgb = load_real_pixels("CMU-Embed.tif")[:256, :320]
@@ -41,7 +45,7 @@ def test_info_describes_any_tiff(
     code, stdout, err = run(capsys, "info", path)
     assert code == 0, err
     assert f"format: {NAMES[kind]}" in stdout
-    assert "svsicc cannot convert it: svsicc converts Aperio SVS only" in stdout
+    assert "svsicc cannot convert it: svsicc converts Aperio SVS, generic tiled TIFF" in stdout
     assert "0:       320x256" in stdout and "1:       160x128" in stdout
     layout = "stripped     320x256 x1 " if kind in ("ndpi", "plain") else "tiled     128x128 x6 "
     assert layout in stdout
@@ -62,8 +66,23 @@ def test_apply_refuses_naming_the_format(
     out = tmp_path / "out.svs"
     code, _, err = run(capsys, "apply", path, out, "--profile", DATA / "sRGB-v4.icc")
     assert code == 2
-    assert_one_line_error(err, "slide.svs", "not an Aperio slide", f"this is a {NAMES[kind]}")
+    assert_one_line_error(err, "slide.svs", f"svsicc does not convert a {NAMES[kind]}")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("kind", ["ventana", "tiled"])
+def test_converted_formats_are_read_by_their_driver(
+    kind: ForeignKind, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The minimal Ventana and generic fixtures (one tiled level each, a second IFD) are read by
+    their drivers: info names the format and says the file is convertible."""
+    rgb = load_real_pixels("CMU-Embed.tif")[:256, :320]
+    path = write_foreign_wsi(tmp_path / "slide.svs", rgb, kind)
+    code, stdout, err = run(capsys, "info", path, "--json")
+    assert code == 0, err
+    info = json.loads(stdout)
+    assert info["wsi_format"] == NAMES[kind] and info["convertible"] is True
+    assert info["ifds"][0]["role"] == "level" and info["applied"] is False
 
 
 def test_info_on_an_aperio_slide_says_so(capsys: pytest.CaptureFixture[str]) -> None:

@@ -32,9 +32,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from svsicc.aperio.info import slide_info
 from svsicc.cli.main import main
 from svsicc.colour.transform import ColourTable
+from svsicc.info import slide_info
 from svsicc.tiff import file as tiff
 from tests.synthetic import DATA_DIR, load_real_pixels, preset, write_slide
 

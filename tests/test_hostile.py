@@ -28,8 +28,8 @@ import pytest
 import tifffile
 
 import svsicc
-from svsicc.aperio.slide import read_slide
 from svsicc.colour.transform import IccProfile, default_target, reference_transform
+from svsicc.drivers import read_slide
 from svsicc.exceptions import OutputError, TiffFormatError, UnsupportedLayoutError
 from svsicc.tiff import file as tiff
 from svsicc.tiff import output as output_module

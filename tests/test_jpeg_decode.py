@@ -12,7 +12,6 @@ import imagecodecs
 import numpy as np
 import pytest
 
-from svsicc.aperio.slide import Page, read_slide
 from svsicc.codecs.codes import Photometric
 from svsicc.codecs.jpeg import JpegCodec
 from svsicc.codecs.jpeg_stream import (
@@ -20,7 +19,9 @@ from svsicc.codecs.jpeg_stream import (
     Segment,
     split_header,
 )
+from svsicc.drivers import read_slide
 from svsicc.tiff import file as tiff
+from svsicc.tiff.slide import Page
 from tests.synthetic import load_real_pixels, preset, write_slide
 
 from .conftest import CMU_SMALL, OPENSLIDE_SMALL, TCGA

@@ -22,8 +22,8 @@ import pytest
 from PIL import Image, ImageCms
 
 import svsicc
-from svsicc.aperio.slide import read_slide
 from svsicc.check.verify import verify
+from svsicc.drivers import read_slide
 from svsicc.tiff import file as tiff
 from tests.synthetic import (
     SlideSpec,

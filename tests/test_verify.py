@@ -16,11 +16,11 @@ import pytest
 import tifffile
 
 import svsicc
-from svsicc.aperio.slide import read_slide
 from svsicc.check.figures import VerifyResult
 from svsicc.check.verify import VerificationError, verify, verify_before_commit
 from svsicc.cli.main import main
 from svsicc.colour.ciede2000 import delta_e2000, delta_e2000_srgb, srgb_to_lab
+from svsicc.drivers import read_slide
 from svsicc.exceptions import ProfileError
 from svsicc.tiff import file as tiff
 from tests.synthetic import load_real_pixels, preset, write_slide

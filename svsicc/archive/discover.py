@@ -1,4 +1,5 @@
-"""Finding the slides of an archive: .svs files and Aperio-described .tif/.tiff, by content."""
+"""Finding the slides of an archive: .svs and .bif files, and .tif/.tiff files of a format svsicc
+converts (Aperio, generic tiled TIFF, Ventana BIF), by content."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from pathlib import Path
 
 from svsicc.exceptions import SvsiccError
 from svsicc.tiff import file as tiff
+from svsicc.tiff.formats import APERIO, GENERIC_TILED, VENTANA, guess_format
 
-SLIDE_SUFFIXES = (".svs",)
+SLIDE_SUFFIXES = (".svs", ".bif")
 
 TIFF_SUFFIXES = (".tif", ".tiff")
+CONVERTED_TIFF_FORMATS = (APERIO, GENERIC_TILED, VENTANA)
 
 HASH_CHUNK = 8 * 1024 * 1024
 
@@ -39,14 +42,14 @@ def matches(rel_path: str, patterns: Sequence[str]) -> bool:
     )
 
 
-def is_aperio_tiff(path: Path) -> bool:
-    """Whether IFD 0's ImageDescription starts with "Aperio" (unreadable files: no)."""
+def is_convertible_tiff(path: Path) -> bool:
+    """Whether a .tif/.tiff is of a format svsicc converts, by content (unreadable: no). A
+    plain or unknown TIFF in an archive is somebody's figure, not a slide to report as failed."""
     try:
         with tiff.TiffReader(path) as reader:
-            description = reader.ascii(reader.structure.ifds[0], tiff.TAG_IMAGE_DESCRIPTION)
+            return guess_format(reader).name in CONVERTED_TIFF_FORMATS
     except SvsiccError:
         return False
-    return bool(description and description.startswith("Aperio"))
 
 
 def discover(
@@ -55,9 +58,9 @@ def discover(
     exclude: Sequence[str] = (),
     skip_dir: Path | None = None,
 ) -> list[FoundSlide]:
-    """Slides under ``source_dir`` in path order: every ``.svs``, and ``.tif``/``.tiff`` files
-    whose IFD 0 description starts with "Aperio". Hidden files (``._x.svs`` resource forks,
-    temporary files) and ``skip_dir`` (DST_DIR inside SRC_DIR) are left out."""
+    """Slides under ``source_dir`` in path order: every ``.svs`` and ``.bif``, and the
+    ``.tif``/``.tiff`` files whose content is a format svsicc converts. Hidden files (``._x.svs``
+    resource forks, temporary files) and ``skip_dir`` (DST_DIR inside SRC_DIR) are left out."""
     found: list[FoundSlide] = []
     skip = None if skip_dir is None else os.path.realpath(skip_dir)
     for dirpath, dirnames, filenames in os.walk(source_dir):
@@ -80,7 +83,7 @@ def discover(
                 st = path.stat()
             except OSError:
                 continue  # vanished or a dangling link: nothing to migrate
-            if suffix in TIFF_SUFFIXES and not is_aperio_tiff(path):
+            if suffix in TIFF_SUFFIXES and not is_convertible_tiff(path):
                 continue
             found.append(FoundSlide(rel, path, st.st_size, st.st_mtime_ns))
     return sorted(found, key=lambda s: s.rel_path)

@@ -9,8 +9,6 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from svsicc.aperio.info import info_from_slide
-from svsicc.aperio.slide import Page, Role, Slide, read_slide
 from svsicc.archive.discover import FoundSlide, discover
 from svsicc.archive.journal import (
     Journal,
@@ -26,9 +24,12 @@ from svsicc.archive.summary import human_bytes
 from svsicc.colour.transform import ColourTable, IccProfile
 from svsicc.convert.engine import PageJob, SegmentProcessor, SegmentTask, default_workers
 from svsicc.convert.plan import find_embedded_profile, maps_as_identity
+from svsicc.drivers import read_slide
 from svsicc.exceptions import ProfileError, SvsiccError
+from svsicc.info import info_from_slide
 from svsicc.progress import duration_text
 from svsicc.tiff import file as tiff
+from svsicc.tiff.slide import Page, Role, Slide
 
 # Tiles decoded, transformed and encoded to estimate the per-pixel cost in a dry run.
 _ESTIMATE_TILES = 12
@@ -125,8 +126,6 @@ def plan_migration(options: MigrateOptions) -> MigrationPlan:
             with tiff.TiffReader(slide_found.path) as reader:
                 slide = read_slide(reader)
             info = info_from_slide(slide)
-            if not slide.is_aperio:
-                raise SvsiccError(slide_found.path, "not an Aperio slide")
         except SvsiccError as exc:
             classified.append(_Classified(slide_found, None, "unreadable", exc.one_line()))
             continue

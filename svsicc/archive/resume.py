@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from svsicc.aperio.slide import read_slide
 from svsicc.archive.discover import FoundSlide
 from svsicc.archive.journal import (
     DONE,
@@ -23,6 +22,7 @@ from svsicc.archive.journal import (
 from svsicc.archive.options import Colours
 from svsicc.archive.slide_job import needs_work
 from svsicc.convert.plan import ConversionPlan, ProfileChoice
+from svsicc.drivers import read_slide
 from svsicc.exceptions import SvsiccError
 from svsicc.tiff import file as tiff
 

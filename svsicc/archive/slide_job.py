@@ -8,9 +8,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from svsicc.aperio.info import info_from_slide
-from svsicc.aperio.marking import applied_record
-from svsicc.aperio.slide import read_slide
 from svsicc.archive.discover import HASH_CHUNK, FoundSlide, sha256_file
 from svsicc.archive.journal import (
     DONE,
@@ -27,7 +24,9 @@ from svsicc.archive.journal import (
 from svsicc.check.verify import verify_before_commit
 from svsicc.convert.apply import ApplyResult, apply
 from svsicc.convert.plan import find_embedded_profile
+from svsicc.drivers import read_slide
 from svsicc.exceptions import OutputError, SvsiccError, TiffFormatError
+from svsicc.info import info_from_slide
 from svsicc.tiff import file as tiff
 from svsicc.tiff.output import TempOutput, output_error
 
@@ -137,7 +136,7 @@ def _migrate_slide(job: SlideJob, base: SlideRecord, timings: dict[str, float]) 
             verify_copy(temp, result)  # raises VerificationError: the slide fails, no output
         # The copy must parse and carry the mark before it may take its final name.
         with tiff.TiffReader(temp) as written:
-            if applied_record(read_slide(written).description) is None:
+            if read_slide(written).applied is None:
                 raise OutputError(output, "the finished copy carries no applied mark")
         h = time.perf_counter()
         output_sha.append(sha256_file(temp))

@@ -16,17 +16,18 @@ from pathlib import Path
 
 import numpy as np
 
-from svsicc.aperio.slide import Page, read_slide
 from svsicc.colour.transform import ColourTable, IccProfile, Intent, colour_path
 from svsicc.convert.apply import pages_to_rewrite, refuse_unless_applicable
 from svsicc.convert.engine import CODEC_ERRORS, PageJob, default_workers, make_codec
 from svsicc.convert.plan import ProfileChoice, ProfileSource, maps_as_identity
+from svsicc.drivers import read_slide
 from svsicc.exceptions import (
     SvsiccError,
     TileDecodeError,
     UnsupportedLayoutError,
 )
 from svsicc.tiff import file as tiff
+from svsicc.tiff.slide import Page
 
 DEFAULT_TILES = 200
 STAGES = ("read", "decode", "colour", "encode", "write")

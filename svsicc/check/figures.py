@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from svsicc.aperio.marking import AppliedRecord
-from svsicc.aperio.slide import Page
 from svsicc.check.margins import MARGINS, Margins, psnr_from_mse, psnr_text
 from svsicc.colour.ciede2000 import delta_e2000_srgb
 from svsicc.colour.transform import IccProfile, Intent
+from svsicc.tiff.record import AppliedRecord
+from svsicc.tiff.slide import Page
 
 RGB = npt.NDArray[np.uint8]
 

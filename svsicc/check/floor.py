@@ -24,9 +24,9 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, JpegImagePlugin
 
-from svsicc.aperio.slide import Page
 from svsicc.codecs.codes import Compression, Photometric
 from svsicc.codecs.jpeg2k import parse_header
+from svsicc.tiff.slide import Page
 
 RGB = npt.NDArray[np.uint8]
 # the ideal pixels of a whole stored segment (rows, cols, 3; edge tiles with their padding) and

@@ -39,7 +39,6 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from svsicc.aperio.slide import Page, Role
 from svsicc.check.figures import RGB, PageFigures, VerifyResult
 from svsicc.check.report_pictures import (
     MAX_MAP_PANEL,
@@ -62,6 +61,7 @@ from svsicc.check.structure import SlidePixels, open_slide
 from svsicc.check.verify import verify
 from svsicc.colour.transform import IccProfile
 from svsicc.exceptions import OutputError, UnsupportedLayoutError
+from svsicc.tiff.slide import Page, Role
 
 DEFAULT_REGION_SIZE = 1024
 JPEG_OPTIONS: dict[str, Any] = {"quality": 85, "subsampling": 0, "optimize": True}

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import numpy as np
 
-from svsicc.aperio.marking import applied_record, split_description
-from svsicc.aperio.slide import Page, Slide, read_slide
 from svsicc.check.figures import (
     RGB,
     Finding,
@@ -21,8 +19,11 @@ from svsicc.codecs import SegmentCodec
 from svsicc.colour.transform import IccProfile, Intent, default_target
 from svsicc.convert.engine import CODEC_ERRORS, PageJob, make_codec
 from svsicc.convert.plan import ORIGIN_OVERRIDE, ProfileChoice, embedded_profile
+from svsicc.drivers import driver_of, read_slide
 from svsicc.exceptions import ProfileError, SvsiccError, UnsupportedLayoutError
 from svsicc.tiff import file as tiff
+from svsicc.tiff.record import split_description
+from svsicc.tiff.slide import Page, Slide
 
 IDENTITY_MODE_PREFIX = "identity"
 
@@ -165,7 +166,7 @@ def expectation(original: Slide, calibrated: Slide, choice: ProfileChoice) -> Ex
     (:class:`ProfileError`, exit 2): no pixel comparison could say more than that line.
     """
     findings: list[Finding] = []
-    record = applied_record(calibrated.description)
+    record = calibrated.applied
     if record is None:
         raise ProfileError(
             calibrated.path,
@@ -195,11 +196,20 @@ def expectation(original: Slide, calibrated: Slide, choice: ProfileChoice) -> Ex
             f"(sha256 {profile.sha256[:16]}..., {plan.origin})",
             hint=hint,
         )
-    target_bytes = calibrated.pages[0].icc_profile
+    level0 = calibrated.level0
+    target_bytes = level0.icc_profile
     if target_bytes:
-        target = IccProfile.from_bytes(target_bytes, f"{calibrated.path}: IFD 0 tag 34675")
+        target = IccProfile.from_bytes(
+            target_bytes, f"{calibrated.path}: IFD {level0.index} tag 34675"
+        )
     else:
-        findings.append(Finding("structure", "IFD 0 of the copy has no ICC profile tag", ifd=0))
+        findings.append(
+            Finding(
+                "structure",
+                f"level 0 (IFD {level0.index}) of the copy has no ICC profile tag",
+                ifd=level0.index,
+            )
+        )
         target = default_target()
     if target.description != record.target:
         findings.append(
@@ -207,7 +217,7 @@ def expectation(original: Slide, calibrated: Slide, choice: ProfileChoice) -> Ex
                 "profile",
                 f"the copy's tag 34675 holds {target.description!r} but its record says the "
                 f"target was {record.target!r}",
-                ifd=0,
+                ifd=level0.index,
             )
         )
     try:
@@ -255,18 +265,26 @@ def _compare_page(
 ) -> list[Finding]:
     findings: list[Finding] = []
     i = po.index
+    level0 = cal.slide.level0.index
     tags_o, tags_c = set(po.ifd.entries), set(pc.ifd.entries)
     missing = sorted(tags_o - tags_c)
-    extra = sorted(tags_c - tags_o - {tiff.TAG_ICC_PROFILE})
+    added = {tiff.TAG_ICC_PROFILE} | (
+        driver_of(cal.slide).record_tags() if i == level0 else frozenset()
+    )
+    extra = sorted(tags_c - tags_o - added)
     if missing:
         findings.append(Finding("structure", f"tags {missing} are missing from the copy", ifd=i))
     if extra:
         findings.append(Finding("structure", f"the copy has extra tags {extra}", ifd=i))
-    if tiff.TAG_ICC_PROFILE in tags_c - tags_o and i != 0:
+    if tiff.TAG_ICC_PROFILE in tags_c - tags_o and i != level0:
         findings.append(
-            Finding("structure", "the copy gained an ICC profile tag on an IFD other than 0", ifd=i)
+            Finding(
+                "structure",
+                "the copy gained an ICC profile tag on an IFD other than level 0",
+                ifd=i,
+            )
         )
-    for tag in sorted((tags_o & tags_c) - REWRITTEN_TAGS):
+    for tag in sorted((tags_o & tags_c) - REWRITTEN_TAGS - added):
         eo, ec = po.ifd.entries[tag], pc.ifd.entries[tag]
         if (eo.type, eo.count) != (ec.type, ec.count) or orig.reader.raw_value(
             po.ifd, tag

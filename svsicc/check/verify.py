@@ -66,8 +66,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from svsicc.aperio.marking import applied_record
-from svsicc.aperio.slide import Page, Role
 from svsicc.check.figures import (
     Accumulator,
     Finding,
@@ -92,6 +90,7 @@ from svsicc.colour.transform import ColourTable, IccProfile
 from svsicc.convert.engine import CODEC_ERRORS
 from svsicc.convert.plan import IDENTITY_TOLERANCE, ProfileChoice, ProfileSource
 from svsicc.exceptions import SvsiccError, VerificationError
+from svsicc.tiff.slide import Page, Role
 
 if TYPE_CHECKING:
     from svsicc.convert.apply import ApplyResult
@@ -278,7 +277,7 @@ def verify(
         orig_reader.close()
         raise
     with orig_reader, cal_reader:
-        if applied_record(orig_slide.description) is not None:
+        if orig_slide.applied is not None:
             raise SvsiccError(
                 src_path,
                 "{original} is itself a calibrated copy "
@@ -365,7 +364,7 @@ def verify(
     return VerifyResult(
         original=src_path,
         calibrated=dst_path,
-        record=applied_record(cal_slide.description),
+        record=cal_slide.applied,
         source_profile=expect.source,
         target_profile=expect.target,
         intent=expect.intent,

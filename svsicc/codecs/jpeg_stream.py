@@ -3,7 +3,7 @@ within the data), the tables (DQT, DHT), the frame's components and sampling, th
 markers and Photometric imply, and the splice that gives an encoded tile the source's markers.
 
 The codec (:mod:`svsicc.codecs.jpeg`), the fast encoder (:mod:`svsicc.codecs.ijg`) and the
-slide model's JPEGTables check (:mod:`svsicc.aperio.slide`) all read streams through it.
+slide model's JPEGTables check (:mod:`svsicc.tiff.slide`) all read streams through it.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """``svsicc.apply``: write a copy of a slide whose pixels are converted to the target profile.
 
 The copy keeps every byte of the input except the rewritten segments, their offset/byte-count
-arrays, tag 34675 and the ImageDescription. Rewritten segments are laid back into the space the
-old ones occupied, in file order; a segment that no longer fits is appended at the end.
+arrays, tag 34675 and the format driver's record (Aperio: the ImageDescription; generic TIFF and
+Ventana: a private tag on level 0, :mod:`svsicc.tiff.record`). Rewritten segments are laid back
+into the space the old ones occupied, in file order; a segment that no longer fits is appended at
+the end.
 """
 
 from __future__ import annotations
@@ -14,12 +16,9 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from svsicc.aperio.formats import refuse_unless_aperio
-from svsicc.aperio.marking import applied_record, mark_applied, rename_profile
-from svsicc.aperio.slide import Page, Role, Slide, read_slide
 from svsicc.codecs import registry
 from svsicc.codecs.codes import Compression
 from svsicc.colour.transform import ColourTable, IccProfile, Intent
@@ -34,6 +33,7 @@ from svsicc.convert.engine import (
     process_segments,
 )
 from svsicc.convert.plan import ConversionPlan, ProfileChoice, ProfileSource, maps_as_identity
+from svsicc.drivers import driver_of, read_slide
 from svsicc.exceptions import (
     AlreadyAppliedError,
     OutputError,
@@ -41,6 +41,7 @@ from svsicc.exceptions import (
     UnsupportedLayoutError,
 )
 from svsicc.tiff import file as tiff
+from svsicc.tiff.driver import Marks
 from svsicc.tiff.output import (
     TempOutput,
     bigtiff_twin,
@@ -48,7 +49,7 @@ from svsicc.tiff.output import (
     gaps,
     output_error,
 )
-from svsicc.version import __version__
+from svsicc.tiff.slide import Page, Role, Slide
 
 # Gaps this small between rewritten segments are alignment padding, reusable once checked free.
 MAX_PADDING_GAP = 64
@@ -210,7 +211,6 @@ def apply(
     _check_paths(src, dst, in_place, overwrite)
     choice = ProfileChoice.load(profile, fallback_profile, target, intent)
     with tiff.TiffReader(src) as reader:
-        refuse_unless_aperio(reader)
         slide = read_slide(reader)
         refuse_unless_applicable(src, slide)
         plan = choice.plan(slide)
@@ -221,7 +221,7 @@ def apply(
         table = ColourTable.load_or_build(source_profile, target_profile, chosen_intent)
         identity = maps_as_identity(source_profile, target_profile, table)
         rewrite = [] if identity else pages_to_rewrite(slide, include_associated)
-        marks = _Marks(source_profile, target_profile, chosen_intent, identity)
+        marks = Marks(source_profile, target_profile, chosen_intent, identity)
         n_workers = default_workers() if workers is None else max(1, workers)
         own_pool = pool is None and n_workers > 1 and bool(rewrite)
         run_pool = WorkerPool(n_workers) if own_pool else pool
@@ -236,7 +236,7 @@ def apply(
                 except tiff.ClassicTiffLimitError:
                     # The classic copy would pass 4 GiB: write it again from a BigTIFF twin.
                     with bigtiff_twin(reader, out) as twin:
-                        big = read_slide(twin)
+                        big = read_slide(twin, driver_of(slide))
                         pages, bad = _write_copy(
                             twin, big, [big.pages[p.index] for p in rewrite], table, marks, out,
                             run_pool, keep_bad_tiles, progress,
@@ -278,13 +278,8 @@ def _with_seconds(result: ApplyResult, seconds: float) -> ApplyResult:
 
 
 def refuse_unless_applicable(src: Path, slide: Slide) -> None:
-    """Apply works on Aperio slides whose profile was not applied yet."""
-    if not slide.is_aperio:
-        raise UnsupportedLayoutError(
-            src,
-            "not an Aperio slide: IFD 0 has no ImageDescription starting with 'Aperio'",
-        )
-    record = applied_record(slide.description)
+    """Apply works on slides whose profile was not applied yet."""
+    record = slide.applied
     if record is not None:
         raise AlreadyAppliedError(
             src,
@@ -347,14 +342,6 @@ def _check_supported(path: Path, page: Page) -> None:
         raise UnsupportedLayoutError(path, "planar (separate) sample layout", ifd=page.index)
     if page.predictor not in (1, 2):
         raise UnsupportedLayoutError(path, f"predictor {page.predictor}", ifd=page.index)
-
-
-@dataclass(frozen=True)
-class _Marks:
-    source: IccProfile
-    target: IccProfile
-    intent: Intent
-    identity: bool
 
 
 @dataclass
@@ -434,7 +421,7 @@ def _write_copy(
     slide: Slide,
     rewrite: list[Page],
     table: ColourTable,
-    marks: _Marks,
+    marks: Marks,
     out: TempOutput,
     pool: WorkerPool | None,
     keep_bad: bool,
@@ -507,7 +494,14 @@ def _write_copy(
         _patch_ints(patcher, page.ifd.entries[page.offsets_tag], new_offsets[page.index])
         _patch_ints(patcher, page.ifd.entries[page.byte_counts_tag], new_counts[page.index])
     library = _binding_version() if binding_used else None
-    _mark(reader, slide, rewrite, patcher, marks, library, tuple(sorted(kept)))
+    rewritten_pages = {p.index for p in rewrite}
+    converted = rewritten_pages | (
+        {p.index for p in slide.pages if p.role in (Role.LEVEL, Role.THUMBNAIL)}
+        if marks.identity
+        else set()
+    )
+    final_marks = replace(marks, library=library, kept=tuple(sorted(kept)))
+    driver_of(slide).mark(reader, slide, converted, patcher, final_marks)
     bad_by_page = {p.index: sum(1 for b in bad if b.page == p.index) for p in rewrite}
     results = tuple(
         PageResult(
@@ -579,71 +573,3 @@ def _binding_version() -> str:
     from svsicc.codecs import openjpeg
 
     return f"OpenJPEG {openjpeg.version()}"
-
-
-def _mark(
-    reader: tiff.TiffReader,
-    slide: Slide,
-    rewrite: list[Page],
-    patcher: tiff.TiffPatcher,
-    marks: _Marks,
-    library: str | None,
-    kept: tuple[tuple[int, int], ...],
-) -> None:
-    target = marks.target
-    rewritten = {p.index for p in rewrite}
-    carriers = [
-        p
-        for p in slide.pages
-        if p.icc_profile
-        and (p.index in rewritten or (marks.identity and p.role in (Role.LEVEL, Role.THUMBNAIL)))
-    ]
-    for page in carriers:
-        patcher.overwrite(
-            page.ifd.entries[tiff.TAG_ICC_PROFILE],
-            tiff.TYPE_UNDEFINED,
-            len(target.data),
-            target.data,
-        )
-    # Pages whose pixels are now in the target space (all levels and the thumbnail in identity
-    # mode, though none is rewritten).
-    converted = rewritten | (
-        {p.index for p in slide.pages if p.role in (Role.LEVEL, Role.THUMBNAIL)}
-        if marks.identity
-        else set()
-    )
-    for page in slide.pages:
-        if page.description is None or page.index not in converted | {0}:
-            continue
-        if page.index == 0:
-            text = mark_applied(
-                page.description,
-                marks.source,
-                target,
-                marks.intent,
-                marks.identity,
-                __version__,
-                library=library,
-                kept=kept,
-            )
-        else:
-            # OpenSlide 4.0.1 gives an associated image (thumbnail, label, macro) IFD 0's profile
-            # only when its description's "ICC Profile" names the same profile as IFD 0's: a
-            # converted one must name the target, a key added if it had none.
-            text = rename_profile(
-                page.description, target, add_if_missing=page.role is not Role.LEVEL
-            )
-        if text != page.description:
-            data = text.encode("latin-1", "replace") + b"\x00"
-            entry = page.ifd.entries[tiff.TAG_IMAGE_DESCRIPTION]
-            patcher.overwrite(entry, tiff.TYPE_ASCII, len(data), data)
-    if not slide.pages[0].icc_profile:
-        # The pixels are now in the target space: say so where ICC-aware readers look.
-        patcher.relocate_ifd_with_extra_entry(
-            reader,
-            slide.pages[0].ifd,
-            tiff.TAG_ICC_PROFILE,
-            tiff.TYPE_UNDEFINED,
-            len(target.data),
-            target.data,
-        )

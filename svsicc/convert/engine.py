@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 import numpy as np
 
-from svsicc.aperio.slide import Page
 from svsicc.codecs import AdaptiveCodec, SegmentCodec, registry
 from svsicc.colour.transform import ColourTable
 from svsicc.convert.worker_signals import interrupts_deferred, shield_worker
 from svsicc.exceptions import CodecError, SvsiccError, TileDecodeError, UnsupportedLayoutError
+from svsicc.tiff.slide import Page
 
 if TYPE_CHECKING:
     # multiprocessing and concurrent.futures are imported when a pool starts: a one-worker

@@ -22,9 +22,9 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from svsicc.aperio.slide import Page, Role, Slide
 from svsicc.colour.transform import ColourTable, IccProfile, Intent, default_target
 from svsicc.exceptions import ProfileError, SvsiccError
+from svsicc.tiff.slide import Page, Role, Slide
 
 ProfileSource = str | os.PathLike[str] | bytes | IccProfile | None
 

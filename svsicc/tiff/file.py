@@ -431,16 +431,28 @@ class TiffPatcher:
     def relocate_ifd_with_extra_entry(
         self, reader: TiffReader, ifd: TiffIfd, tag: int, type_: int, count: int, data: bytes
     ) -> None:
-        """Write a copy of ``ifd`` with one more entry at the end of the file and link it in.
+        """Write a copy of ``ifd`` with one more entry at the end of the file and link it in."""
+        self.relocate_ifd_with_extra_entries(reader, ifd, [(tag, type_, count, data)])
+
+    def relocate_ifd_with_extra_entries(
+        self, reader: TiffReader, ifd: TiffIfd, extra: Sequence[tuple[int, int, int, bytes]]
+    ) -> None:
+        """Write a copy of ``ifd`` with more entries, (tag, type, count, value bytes) each, at the
+        end of the file and link it in; a tag the IFD already has gets the value in place.
 
         Entries are copied as they now stand in the output (after any overwrite), so values and
         offsets they point to stay valid.
         """
-        existing = ifd.entries.get(tag)
-        if existing is not None:
-            # An empty or unreadable value of the same tag: a second entry would make the IFD
-            # invalid (duplicate tags), so give the existing one the value instead.
-            self.overwrite(existing, type_, count, data)
+        added = []
+        for tag, type_, count, data in extra:
+            existing = ifd.entries.get(tag)
+            if existing is not None:
+                # An empty or unreadable value of the same tag: a second entry would make the
+                # IFD invalid (duplicate tags), so give the existing one the value instead.
+                self.overwrite(existing, type_, count, data)
+            else:
+                added.append((tag, type_, count, data))
+        if not added:
             return
         st = self.structure
         count_size = 8 if st.bigtiff else 2
@@ -452,16 +464,18 @@ class TiffPatcher:
             for i in range(n)
         ]
         next_pointer = old[count_size + n * st.entry_size :]
-        # Out-of-line data first, so the new IFD can point at it.
-        if len(data) <= st.offset_size:
-            value_field = data.ljust(st.offset_size, b"\x00")
-        else:
-            value_field = self._offset_bytes(self.append(data))
         count_fmt = "Q" if st.bigtiff else "I"
-        new_entry = struct.pack(f"{self._bo}HH{count_fmt}", tag, type_, count) + value_field
-        raw_entries.append(new_entry)
+        for tag, type_, count, data in added:
+            # Out-of-line data first, so the new IFD can point at it.
+            if len(data) <= st.offset_size:
+                value_field = data.ljust(st.offset_size, b"\x00")
+            else:
+                value_field = self._offset_bytes(self.append(data))
+            raw_entries.append(
+                struct.pack(f"{self._bo}HH{count_fmt}", tag, type_, count) + value_field
+            )
         raw_entries.sort(key=lambda e: struct.unpack_from(self._bo + "H", e)[0])
-        count_bytes = struct.pack(self._bo + ("Q" if st.bigtiff else "H"), n + 1)
+        count_bytes = struct.pack(self._bo + ("Q" if st.bigtiff else "H"), n + len(added))
         new_ifd = count_bytes + b"".join(raw_entries) + next_pointer
         new_offset = self.append(new_ifd, align=2)
         self.write_at(ifd.pointer_offset, self._offset_bytes(new_offset))

@@ -5,17 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from svsicc.aperio.formats import APERIO, TiffSummary, guess_format, summarise_tiff
-from svsicc.aperio.marking import AppliedRecord, applied_record, properties
-from svsicc.aperio.slide import Page, Slide, read_slide
 from svsicc.colour.transform import IccProfile
+from svsicc.drivers import DRIVERS, read_slide
 from svsicc.exceptions import ProfileError, SvsiccError
 from svsicc.tiff import file as tiff
+from svsicc.tiff.formats import TiffSummary, guess_format, summarise_tiff
+from svsicc.tiff.record import AppliedRecord, properties
+from svsicc.tiff.slide import Page, Slide
 
 
 @dataclass(frozen=True)
 class SlideInfo:
     path: Path
+    format_name: str
     bigtiff: bool
     file_size: int
     profile: IccProfile | None
@@ -29,7 +31,7 @@ class SlideInfo:
         return {
             "path": str(self.path),
             "format": "BigTIFF" if self.bigtiff else "TIFF",
-            "wsi_format": APERIO,
+            "wsi_format": self.format_name,
             "convertible": True,
             "file_size": self.file_size,
             "profile": None
@@ -76,10 +78,10 @@ def slide_info(path: str | Path) -> SlideInfo:
 
 
 def describe(path: str | Path) -> SlideInfo | TiffSummary:
-    """``svsicc info``: an Aperio slide in full, any other TIFF as a summary saying why svsicc
-    cannot convert it (an Aperio file svsicc refuses included, with the reason)."""
+    """``svsicc info``: a slide of a format svsicc converts in full, any other TIFF as a summary
+    saying why svsicc cannot convert it (a file svsicc refuses included, with the reason)."""
     with tiff.TiffReader(path) as reader:
-        if guess_format(reader).name != APERIO:
+        if guess_format(reader).name not in DRIVERS:
             return summarise_tiff(reader)
         try:
             slide = read_slide(reader)
@@ -101,19 +103,21 @@ def info_from_slide(slide: Slide) -> SlideInfo:
             error = exc.problem
     return SlideInfo(
         path=slide.path,
+        format_name=slide.format_name,
         bigtiff=slide.structure.bigtiff,
         file_size=slide.structure.file_size,
         profile=profile,
         profile_ifds=tuple(p.index for p in carriers),
         profile_error=error,
-        applied=applied_record(slide.description),
+        applied=slide.applied,
         pages=slide.pages,
         description_properties=properties(slide.description),
     )
 
 
 def format_info(info: SlideInfo) -> str:
-    lines = [f"{info.path}  ({'BigTIFF' if info.bigtiff else 'TIFF'}, {info.file_size:,} bytes)"]
+    container = "BigTIFF" if info.bigtiff else "TIFF"
+    lines = [f"{info.path}  ({info.format_name}, {container}, {info.file_size:,} bytes)"]
     if info.profile is not None:
         p = info.profile
         ifds = ", ".join(str(i) for i in info.profile_ifds)

@@ -1,10 +1,10 @@
 """Which kind of TIFF a file is, guessed from its content (never its name), and a description of
 any TIFF svsicc can parse.
 
-svsicc converts Aperio SVS only: it records what it applied in Aperio's ImageDescription and knows
-Aperio's pyramid, thumbnail, label and macro layout. Other whole-slide formats are TIFFs too, so a
-user may well point svsicc at one; ``apply`` refuses it naming the format and ``info`` describes
-it (pages, tiling, compression, profile) and says why it cannot be converted.
+svsicc converts Aperio SVS, generic tiled TIFF and Ventana BIF, each through its driver
+(:mod:`svsicc.drivers`). Other whole-slide formats are TIFFs too, so a user may well point svsicc
+at one; ``apply`` refuses it naming the format and ``info`` describes it (pages, tiling,
+compression, profile) and says why it cannot be converted.
 
 The tests decide: Hamamatsu NDPI by its private tags (65420 and up), Philips by its XML
 ImageDescription (``DPUfsImport``) or Software tag, Ventana BIF by ``iScan`` in its XMP packet
@@ -17,11 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from svsicc.aperio.slide import MAX_DESCRIPTION_BYTES, MAX_ICC_BYTES
 from svsicc.codecs.registry import entry_for
 from svsicc.colour.transform import IccProfile
-from svsicc.exceptions import ProfileError, SvsiccError, UnsupportedLayoutError
+from svsicc.exceptions import ProfileError, SvsiccError
 from svsicc.tiff import file as tiff
+from svsicc.tiff.slide import MAX_DESCRIPTION_BYTES, MAX_ICC_BYTES
 
 APERIO = "Aperio SVS"
 NDPI = "Hamamatsu NDPI"
@@ -47,8 +47,8 @@ OTHER_COMPRESSIONS = {
 }  # fmt: skip
 
 WHY_NOT = (
-    "svsicc converts Aperio SVS only: it records what it applied in the Aperio ImageDescription "
-    "and rewrites Aperio's pyramid, thumbnail, label and macro layout"
+    "svsicc converts Aperio SVS, generic tiled TIFF, Ventana BIF and DICOM WSI; it does not know "
+    "how this format records its layout and profile"
 )
 
 
@@ -89,17 +89,6 @@ def _ventana(reader: tiff.TiffReader, description: str) -> bool:
         if xmp and b"iScan" in xmp:
             return True
     return False
-
-
-def refuse_unless_aperio(reader: tiff.TiffReader) -> None:
-    """Refuse a TIFF that is not Aperio SVS, naming what it is."""
-    guess = guess_format(reader)
-    if guess.name != APERIO:
-        raise UnsupportedLayoutError(
-            reader.path,
-            f"not an Aperio slide: this is a {guess.name} ({guess.evidence})",
-            hint="svsicc converts Aperio SVS only; svsicc info describes the file",
-        )
 
 
 @dataclass(frozen=True)

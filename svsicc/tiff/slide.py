@@ -1,6 +1,8 @@
-"""What an Aperio SVS file holds: its pages, their roles, geometry and segments.
+"""What a tiled slide TIFF holds: its pages, their roles, geometry and segments.
 
-Built on :mod:`svsicc.tiff.file`; nothing here reads pixels. Everything a corrupt or hostile file
+Built on :mod:`svsicc.tiff.file`; nothing here reads pixels. Which page is a pyramid level, the
+thumbnail, the label or the macro is the format driver's call (:mod:`svsicc.drivers`); everything
+else here holds for any TIFF. Everything a corrupt or hostile file
 could use to make svsicc allocate gigabytes, loop, or overwrite one structure while rewriting
 another is checked here, before any segment is read: segment counts against the geometry, segment
 sizes against what their pixels can need, overlaps between segments and the file's structure, and
@@ -10,6 +12,7 @@ tile).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -19,8 +22,9 @@ import numpy as np
 from svsicc.codecs import jpeg_stream
 from svsicc.codecs.codes import Compression, Photometric
 from svsicc.codecs.registry import compression_name
-from svsicc.exceptions import TiffFormatError, UnsupportedLayoutError
+from svsicc.exceptions import TiffFormatError
 from svsicc.tiff import file as tiff
+from svsicc.tiff.record import AppliedRecord
 
 # Geometry that would need more segments than this is corrupt, not a slide: 4 million 240x240
 # tiles are 230 gigapixels, ten times the largest slides scanned today.
@@ -103,44 +107,35 @@ class Page:
         return "tiled" if self.tiled else "stripped"
 
 
+# The role of a page from its IFD index, NewSubfileType, whether it is tiled and its
+# ImageDescription: each format driver has its own.
+RoleRule = Callable[[int, int, bool, str | None], Role]
+
+
 @dataclass(frozen=True)
 class Slide:
     path: Path
     structure: tiff.TiffStructure
     pages: tuple[Page, ...]
+    format_name: str  # the driver's name: "Aperio SVS", "generic tiled TIFF", "Ventana BIF"
+    applied: AppliedRecord | None = None  # svsicc's record, if it converted this slide
 
     @property
     def description(self) -> str | None:
         return self.pages[0].description
 
     @property
-    def is_aperio(self) -> bool:
-        return bool(self.description and self.description.startswith("Aperio"))
+    def level0(self) -> Page:
+        """The full-resolution level: the first level page (Ventana puts its macro and
+        thumbnail before the levels). Its tag 34675 is the one OpenSlide reads."""
+        return next((p for p in self.pages if p.role is Role.LEVEL), self.pages[0])
 
 
-def _role(index: int, subfile_type: int, tiled: bool, description: str | None) -> Role:
-    text = description or ""
-    if subfile_type & 1 and ("\nlabel " in text or subfile_type == 1):
-        return Role.LABEL
-    if subfile_type == 9 or "\nmacro " in text:
-        return Role.MACRO
-    if "\nlabel " in text:
-        return Role.LABEL
-    if index == 0 or tiled:
-        return Role.LEVEL
-    if index == 1:
-        return Role.THUMBNAIL
-    return Role.OTHER
-
-
-def read_slide(reader: tiff.TiffReader) -> Slide:
-    pages = tuple(_read_page(reader, ifd) for ifd in reader.structure.ifds)
-    if not pages[0].tiled:
-        raise UnsupportedLayoutError(
-            reader.path, "IFD 0 is not tiled; an SVS slide keeps its full-resolution level in tiles"
-        )
+def read_pages(reader: tiff.TiffReader, role: RoleRule) -> tuple[Page, ...]:
+    """Every IFD as a :class:`Page`, its role from ``role``; refuses overlapping extents."""
+    pages = tuple(_read_page(reader, ifd, role) for ifd in reader.structure.ifds)
     check_extents(reader.structure, pages)
-    return Slide(reader.path, reader.structure, pages)
+    return pages
 
 
 _SEGMENT, _VALUE, _STRUCTURE = 0, 1, 2
@@ -235,7 +230,7 @@ def jpeg_tables_problem(data: bytes) -> str | None:
     return "is truncated: no EOI marker"
 
 
-def _read_page(reader: tiff.TiffReader, ifd: tiff.TiffIfd) -> Page:
+def _read_page(reader: tiff.TiffReader, ifd: tiff.TiffIfd, role: RoleRule) -> Page:
     path, i = reader.path, ifd.index
 
     def need(tag: int, name: str) -> int:
@@ -322,7 +317,7 @@ def _read_page(reader: tiff.TiffReader, ifd: tiff.TiffIfd) -> Page:
     return Page(
         index=i,
         ifd=ifd,
-        role=_role(i, subfile, tiled, description),
+        role=role(i, subfile, tiled, description),
         width=width,
         height=height,
         tiled=tiled,

@@ -1,9 +1,12 @@
-"""The record svsicc leaves in the Aperio ImageDescription.
+"""The record svsicc leaves in a converted slide, as ``header|Key = Value|Key = Value`` text.
 
-Aperio descriptions are ``header|Key = Value|Key = Value``; OpenSlide exposes each key as an
-``aperio.<Key>`` property. After applying, ``ICC Profile`` names what tag 34675 now holds, and
-``ICC Profile Applied*`` keys record what was baked in, so neither a person nor a program applies
-the scanner profile twice.
+Aperio descriptions already have that form: OpenSlide exposes each key as an ``aperio.<Key>``
+property, so for Aperio the record goes into IFD 0's ImageDescription, and ``ICC Profile`` names
+what tag 34675 now holds. Generic TIFF and Ventana BIF descriptions belong to their writers
+(tifffile's JSON shape, Ventana's ``level=0 mag=40``), so there the same text goes into a private
+ASCII tag, :data:`TAG_APPLIED_RECORD`, on the level-0 IFD, leaving every existing tag's value as
+it was. Either way the ``ICC Profile Applied*`` keys record what was baked in, so neither a person
+nor a program applies the scanner profile twice.
 """
 
 from __future__ import annotations
@@ -11,6 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from svsicc.colour.transform import IccProfile, Intent
+
+# A private tag (ASCII) holding the record outside Aperio descriptions. Registered private tags
+# are assigned from 32768 up; 65000-65535 are free for private use, and 65420-65480 are
+# Hamamatsu's (svsicc's format sniffing reads tags there as NDPI), so this stays below them.
+TAG_APPLIED_RECORD = 65300
+RECORD_HEADER = "svsicc"
+MAX_RECORD_BYTES = 1 << 20
 
 KEY_PROFILE = "ICC Profile"
 KEY_APPLIED = "ICC Profile Applied"

@@ -1,0 +1,1 @@
+"""The generic tiled TIFF driver (what OpenSlide's generic-tiff driver opens)."""

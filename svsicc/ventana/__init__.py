@@ -1,0 +1,1 @@
+"""The Ventana/Roche BIF driver (what OpenSlide's ventana driver opens)."""
