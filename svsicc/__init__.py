@@ -41,20 +41,20 @@ if TYPE_CHECKING:
         UnsupportedLayoutError,
         VerificationError,
     )
-    from svsicc.info import SlideInfo
-    from svsicc.info import slide_info as info
+    from svsicc.slide_info import SlideInfo
+    from svsicc.slide_info import slide_info as info
 
 # Public name -> (module, attribute).
 _LAZY: dict[str, tuple[str, str]] = {
     "apply": ("svsicc.convert.apply", "apply"),
     "verify": ("svsicc.check.verify", "verify"),
-    "info": ("svsicc.info", "slide_info"),
+    "info": ("svsicc.slide_info", "slide_info"),
     "report": ("svsicc.check.report", "make_report"),
     "migrate": ("svsicc.archive.api", "migrate"),
     "ApplyResult": ("svsicc.convert.apply", "ApplyResult"),
     "PageResult": ("svsicc.convert.apply", "PageResult"),
     "VerifyResult": ("svsicc.check.verify", "VerifyResult"),
-    "SlideInfo": ("svsicc.info", "SlideInfo"),
+    "SlideInfo": ("svsicc.slide_info", "SlideInfo"),
     "ReportResult": ("svsicc.check.report", "ReportResult"),
     "MigrationReport": ("svsicc.archive.migrate", "MigrationReport"),
     "IccProfile": ("svsicc.colour.transform", "IccProfile"),

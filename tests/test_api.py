@@ -21,7 +21,7 @@ from .conftest import CMU_SMALL, SCANSCOPE
 FUNCTIONS = {
     "apply": ("svsicc.convert.apply", "apply"),
     "verify": ("svsicc.check.verify", "verify"),
-    "info": ("svsicc.info", "slide_info"),
+    "info": ("svsicc.slide_info", "slide_info"),
     "report": ("svsicc.check.report", "make_report"),
     "migrate": ("svsicc.archive.api", "migrate"),
 }
@@ -76,7 +76,7 @@ def test_import_is_light_and_names_survive_any_import_order() -> None:
             "heavy = {'numpy', 'PIL', 'imagecodecs', 'svsicc.convert.apply',"
             " 'svsicc.colour.transform'}",
             "assert not heavy & set(sys.modules), heavy & set(sys.modules)",
-            "import svsicc.check.verify, svsicc.info, svsicc.check.report,"
+            "import svsicc.check.verify, svsicc.slide_info, svsicc.check.report,"
             " svsicc.archive.migrate, svsicc.convert.apply",
             "from svsicc.check.verify import Margins",
             "from svsicc import info, apply",

@@ -34,7 +34,7 @@ import tifffile
 
 from svsicc.cli.main import main
 from svsicc.colour.transform import ColourTable
-from svsicc.info import slide_info
+from svsicc.slide_info import slide_info
 from svsicc.tiff import file as tiff
 from tests.synthetic import DATA_DIR, load_real_pixels, preset, write_slide
 

@@ -18,7 +18,7 @@ import svsicc
 from svsicc.codecs import openjpeg
 from svsicc.codecs import openjpeg_library as loader
 from svsicc.exceptions import UnsupportedLayoutError
-from svsicc.info import format_info, slide_info
+from svsicc.slide_info import format_info, slide_info
 from tests.synthetic import load_real_pixels, preset, write_slide
 
 from .conftest import SCANSCOPE

@@ -26,7 +26,7 @@ from svsicc.convert.engine import PageJob, SegmentProcessor, SegmentTask, defaul
 from svsicc.convert.plan import find_embedded_profile, maps_as_identity
 from svsicc.drivers import read_slide
 from svsicc.exceptions import ProfileError, SvsiccError
-from svsicc.info import info_from_slide
+from svsicc.slide_info import info_from_slide
 from svsicc.progress import duration_text
 from svsicc.tiff import file as tiff
 from svsicc.tiff.slide import Page, Role, Slide

@@ -26,7 +26,7 @@ from svsicc.convert.apply import ApplyResult, apply
 from svsicc.convert.plan import find_embedded_profile
 from svsicc.drivers import read_slide
 from svsicc.exceptions import OutputError, SvsiccError, TiffFormatError
-from svsicc.info import info_from_slide
+from svsicc.slide_info import info_from_slide
 from svsicc.tiff import file as tiff
 from svsicc.tiff.output import TempOutput, output_error
 

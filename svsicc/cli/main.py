@@ -280,7 +280,7 @@ def _register_info(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def _run_info(args: argparse.Namespace) -> int:
-    from svsicc.info import SlideInfo, describe, format_info
+    from svsicc.slide_info import SlideInfo, describe, format_info
 
     info = describe(args.input)
     if args.json:
