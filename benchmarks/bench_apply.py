@@ -239,6 +239,7 @@ def copy_with_colour_stage(src: Path, dst: Path, table: Any) -> dict[str, float]
     from svsicc.colour.transform import IccProfile, Intent, default_target
     from svsicc.drivers import read_slide
     from svsicc.tiff import file as tiff
+    from svsicc.tiff.driver import Marks
     from svsicc.tiff.output import TempOutput
 
     # ``svsicc.convert.apply`` the attribute is the function; the module is needed here.
@@ -247,7 +248,7 @@ def copy_with_colour_stage(src: Path, dst: Path, table: Any) -> dict[str, float]
     with tiff.TiffReader(src) as reader:
         slide = read_slide(reader)
         rewrite = apply_module.pages_to_rewrite(slide, False)
-        marks = apply_module._Marks(profile, default_target(), Intent.PERCEPTUAL, False)
+        marks = Marks(profile, default_target(), Intent.PERCEPTUAL, False)
         with TempOutput(dst) as out:
             apply_module._write_copy(reader, slide, rewrite, table, marks, out, None, False, None)
             committing = time.perf_counter()

@@ -5,8 +5,8 @@ One policy, used by apply, verify, migrate and bench alike:
 - ``--profile FILE`` (``profile=``) is the source profile, whatever the slide embeds. When it
   differs from an embedded profile, the plan names the embedded profile it replaces
   (:attr:`ConversionPlan.replaced`) so that the command line can say so.
-- Otherwise the embedded profile: tag 34675 of IFD 0, else of the first pyramid level or
-  thumbnail that carries one (GT450).
+- Otherwise the embedded profile: tag 34675 of level 0 (IFD 0, but for Ventana BIF), else of the
+  first pyramid level or thumbnail that carries one (GT450).
 - Otherwise ``--fallback-profile FILE`` (``fallback_profile=``): used only for slides that embed
   none, so an archive with a mix of profiled and unprofiled slides needs one command.
 - Otherwise a :class:`~svsicc.exceptions.ProfileError`.
@@ -165,8 +165,11 @@ def parse_intent(value: Intent | str | None) -> Intent | None:
 
 
 def find_embedded_profile(slide: Slide) -> tuple[bytes, Page] | None:
-    """Tag 34675 from IFD0, else from the first level or thumbnail that has one (GT450)."""
-    for page in slide.pages:
+    """Tag 34675 from level 0 (IFD 0 but for Ventana, whose macro and thumbnail come first),
+    else from the first level or thumbnail that has one (GT450)."""
+    level0 = slide.level0
+    candidates = [level0, *(p for p in slide.pages if p is not level0)]
+    for page in candidates:
         if page.role in (Role.LEVEL, Role.THUMBNAIL) and page.icc_profile:
             return page.icc_profile, page
     return None
