@@ -335,3 +335,18 @@ def test_migrate_takes_svs_bif_and_generic_tiff_together(
         code, stdout, _ = run(capsys, "info", dst / name, "--json")
         info = json.loads(stdout)
         assert info["wsi_format"] == fmt and info["applied"] is True
+
+
+def test_bench_and_report_take_a_bif(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = write_ventana_bif(tmp_path / "in.bif")
+    code, stdout, err = run(capsys, "bench", src, "--json")
+    assert code == 0, err
+    bench = json.loads(stdout)
+    assert bench["segments_to_rewrite"] == 17 and bench["stages"]["decode"]["median_ms"] > 0
+    assert bench["level0"]["tile_width"] == 256 and bench["profile_origin"] == "embedded (IFD 2)"
+    out = tmp_path / "out.bif"
+    assert run(capsys, "apply", src, out)[0] == 0
+    code, stdout, err = run(capsys, "report", src, out, "-o", tmp_path / "report")
+    assert code == 0, stdout + err
+    html = (tmp_path / "report" / "index.html").read_text()
+    assert "Ventana" in html or "out.bif" in html

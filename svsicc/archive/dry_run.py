@@ -26,8 +26,8 @@ from svsicc.convert.engine import PageJob, SegmentProcessor, SegmentTask, defaul
 from svsicc.convert.plan import find_embedded_profile, maps_as_identity
 from svsicc.drivers import read_slide
 from svsicc.exceptions import ProfileError, SvsiccError
-from svsicc.slide_info import info_from_slide
 from svsicc.progress import duration_text
+from svsicc.slide_info import info_from_slide
 from svsicc.tiff import file as tiff
 from svsicc.tiff.slide import Page, Role, Slide
 
@@ -241,7 +241,7 @@ def measure_seconds_per_pixel(
 ) -> tuple[float, int]:
     """Decode + transform + encode ``tiles`` level-0 tiles spread over the slide, as a worker
     would; return seconds per pixel and the number of tiles timed."""
-    page = slide.pages[0]
+    page = slide.level0
     processor = SegmentProcessor(slide.path, [PageJob.for_page(page)], table)
     present = [i for i, count in enumerate(page.byte_counts) if count]
     chosen = present[:: max(1, len(present) // tiles)][:tiles]
@@ -285,7 +285,7 @@ def _estimate(
     by_compression: dict[int, list[_Classified]] = {}
     for c in convert:
         assert c.slide is not None
-        by_compression.setdefault(c.slide.pages[0].compression, []).append(c)
+        by_compression.setdefault(c.slide.level0.compression, []).append(c)
     cpu = 0.0
     basis = []
     for compression, group in sorted(by_compression.items()):
@@ -299,7 +299,7 @@ def _estimate(
                 measured = measure_seconds_per_pixel(c.slide, table)
             except (SvsiccError, OSError):
                 continue
-            name = c.slide.pages[0].compression_name
+            name = c.slide.level0.compression_name
             tiles = f"{measured[1]} tile{'' if measured[1] == 1 else 's'}"
             basis.append(
                 f"{'uncompressed' if name == 'none' else name}: {tiles} of {c.found.rel_path}"

@@ -42,7 +42,7 @@ def planned(source: Path, choice: ProfileChoice) -> ConversionPlan | None:
 def _output_target_sha256(output: Path) -> str:
     """Tag 34675 of the copy's IFD 0, hashed: the target of a row journal schema 1 wrote."""
     with tiff.TiffReader(output) as reader:
-        data = read_slide(reader).pages[0].icc_profile
+        data = read_slide(reader).level0.icc_profile
     return hashlib.sha256(data).hexdigest() if data else ""
 
 

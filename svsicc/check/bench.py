@@ -148,7 +148,7 @@ def bench_slide(
         table = ColourTable.load_or_build(source_profile, target_profile, chosen_intent)
         table_seconds = time.perf_counter() - started
         identity = maps_as_identity(source_profile, target_profile, table)
-        level0 = slide.pages[0]
+        level0 = slide.level0
         stages, total, sampled = _time_stages(reader, level0, table, tiles)
         extents = {
             (off, cnt): page.segment_shape(i)

@@ -247,7 +247,7 @@ def _write(
     with orig_reader, cal_reader:
         orig, cal = SlidePixels(orig_reader, orig_slide), SlidePixels(cal_reader, cal_slide)
         overview = _overview_page(orig)
-        level0 = orig_slide.pages[0]
+        level0 = orig_slide.level0
         for page in (overview, level0):
             twin = cal_slide.pages[page.index] if page.index < len(cal_slide.pages) else None
             if twin is None or (twin.width, twin.height) != (page.width, page.height):
@@ -262,7 +262,7 @@ def _write(
         thumb_after = cal.page_rgb(cal_slide.pages[overview.index])
         box = choose_region(thumb_before, (level0.width, level0.height), region_size)
         region_before = orig.region(level0, *box)
-        region_after = cal.region(cal_slide.pages[0], *box)
+        region_after = cal.region(cal_slide.level0, *box)
 
     images: dict[str, Image.Image] = {}
     name = "thumbnail" if overview.role is Role.THUMBNAIL else f"IFD {overview.index}"
