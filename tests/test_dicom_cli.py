@@ -111,9 +111,13 @@ def test_two_series_need_a_choice(capsys: pytest.CaptureFixture[str], tmp_path: 
     assert code == 2
     assert_one_line_error(err, "2 WSI series", "give one .dcm file")
     chosen = next(DICOM.joinpath("small-native").glob("*.dcm")).name
-    code, stdout, err = run_cli(capsys, "apply", mixed / chosen, tmp_path / "out", "--json")
+    code, stdout, err = run_cli(
+        capsys, "apply", mixed / chosen, tmp_path / "out", "--json", "--verify"
+    )
     assert code == 0, err
-    assert json.loads(stdout)["pages"][0]["compression"] == "Explicit VR Little Endian"
+    facts = json.loads(stdout)
+    assert facts["pages"][0]["compression"] == "Explicit VR Little Endian"
+    assert facts["verification"]["ok"] is True
     assert len(list((tmp_path / "out").iterdir())) == 2
 
 
@@ -159,3 +163,28 @@ def test_broken_offset_table_is_one_error(tmp_path: Path) -> None:
     with pytest.raises(DicomFormatError, match="starts no fragment"):
         apply_dicom(broken, tmp_path / "out")
     assert left_behind(tmp_path) == ["broken"]
+
+
+def test_a_damaged_frame_fails_or_is_kept(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from svsicc.dicom.series import read_series
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(CMU, damaged)
+    volume = read_series(damaged).instances[0]
+    offset, length = volume.frames.frames[5][0]
+    with open(volume.path, "r+b") as fh:
+        fh.seek(offset + length // 2)
+        fh.write(b"\xff\xd9" * 8)  # EOI markers inside the entropy-coded data
+    code, _, err = run_cli(capsys, "apply", damaged, tmp_path / "out")
+    assert code == 2
+    assert_one_line_error(err, volume.path.name, "frame 5", "Corrupt JPEG data")
+    assert left_behind(tmp_path) == ["damaged"]
+    code, stdout, err = run_cli(capsys, "apply", damaged, tmp_path / "out", "--on-bad-tile", "keep")
+    assert code == 0, err
+    assert "kept undecodable instance 0 frame 5" in stdout
+    code, stdout, _ = run_cli(capsys, "info", tmp_path / "out")
+    assert "1 frame(s) kept unconverted (undecodable in the original): instance 0 frame 5" in stdout
+    code, stdout, _ = run_cli(capsys, "verify", damaged, tmp_path / "out", "--sample", "4")
+    assert code == 0, stdout

@@ -132,7 +132,7 @@ def apply_dicom(
                 pages.append(page)
                 bad.extend(kept)
             result = ApplyResult(
-                source=series.path,
+                source=src,  # as given: a file names its series in a folder of several
                 output=dst,
                 profile=plan.source,
                 profile_origin=plan.origin,

@@ -86,6 +86,11 @@ class DicomSeriesInfo:
                 f"{a.mode}, by {a.by}"
             )
             lines.append(f"  source sha256 {a.source_sha256}")
+            if a.kept_tiles:
+                lines.append(
+                    f"  {len(a.kept_tiles)} frame(s) kept unconverted (undecodable in the "
+                    "original): " + ", ".join(f"instance {i} frame {f}" for i, f in a.kept_tiles)
+                )
         else:
             lines.append("applied: no")
         lines.append("instances:")

@@ -340,6 +340,7 @@ def _check_colour(
     lossless = not o.coding.lossy
     orig_codec, cal_codec = _codec_for(o), _codec_for(c)
     bad: list[str] = []
+    kept: list[int] = []
     decoded = 0
     with open(o.path, "rb") as fo, open(c.path, "rb") as fc:
         for n in frames:
@@ -347,8 +348,15 @@ def _check_colour(
             source, copy_bytes = read_frame(fo, o.frames, n), read_frame(fc, c.frames, n)
             try:
                 before = _decode(orig_codec, source, o)
-            except CODEC_ERRORS:
-                continue  # undecodable in the original: nothing to hold the copy to
+            except CODEC_ERRORS as exc:
+                if source == copy_bytes:
+                    kept.append(n)  # apply --on-bad-tile keep: kept as it was
+                else:
+                    findings.append(
+                        Finding("decode", f"the original's frame cannot be decoded ({exc}) and "
+                                "the copy's differs from it", ifd=number, tile=n)
+                    )  # fmt: skip
+                continue
             try:
                 after = _decode(cal_codec, copy_bytes, c)
             except CODEC_ERRORS as exc:
@@ -372,7 +380,7 @@ def _check_colour(
     figures = _figures(number, o, len(frames), decoded, acc, floor_acc, lossless)
     problems = page_problems(figures, margins) if acc.pixels else ["no frame could be compared"]
     problems += bad[:10]
-    return replace(figures, problems=tuple(problems)), decoded
+    return replace(figures, problems=tuple(problems), kept=tuple(kept)), decoded
 
 
 def _decode(codec: object, data: bytes, instance: Instance) -> np.ndarray:
@@ -467,6 +475,7 @@ def in_dicom_words(text: str) -> str:
     for tiff_word, dicom_word in (
         (" IFDs", " instances"),
         ("IFD ", "instance "),
+        ("segment(s)", "frame(s)"),
         ("segments", "frames"),
         ("segment ", "frame "),
         ("tiles", "frames"),
