@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from svsicc.codecs.codes import Compression
 from svsicc.colour.transform import ColourTable, IccProfile, Intent
 from svsicc.convert.apply import ApplyResult, PageResult
 from svsicc.convert.engine import (
@@ -377,7 +378,7 @@ def _describe_new_frames(
     coding = instance.coding
     if coding is None or not coding.lossy or not lengths:
         return
-    if instance.transfer_syntax in LOSSY_METHOD and coding.compression != 7:
+    if coding.compression != Compression.JPEG:  # JPEG 2000: a reversible stream lost nothing
         from svsicc.codecs.jpeg2k import parse_header
 
         spool.seek(0)
