@@ -125,6 +125,11 @@ class TiffFormatError(SvsiccError):
     """The file is not a TIFF, or its structure is broken (offsets, counts, loops)."""
 
 
+class DicomFormatError(SvsiccError):
+    """The input is not DICOM, or a DICOM file's structure is broken (pixel data items,
+    offset tables, frame counts, a file cut short)."""
+
+
 class UnsupportedLayoutError(SvsiccError):
     """A valid TIFF whose layout or compression svsicc does not handle."""
 

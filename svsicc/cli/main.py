@@ -172,6 +172,10 @@ def _register_apply(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _run_apply(args: argparse.Namespace) -> int:
+    from svsicc.cli import dicom
+
+    if dicom.is_dicom(args.input):
+        return dicom.run_apply(args)
     from svsicc.convert.apply import apply
     from svsicc.progress import ProgressBar
 
@@ -280,6 +284,10 @@ def _register_info(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def _run_info(args: argparse.Namespace) -> int:
+    from svsicc.cli import dicom
+
+    if dicom.is_dicom(args.input):
+        return dicom.run_info(args)
     from svsicc.slide_info import SlideInfo, describe, format_info
 
     info = describe(args.input)

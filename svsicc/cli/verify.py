@@ -50,6 +50,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _run_verify(args: argparse.Namespace) -> int:
+    from svsicc.cli import dicom
+
+    if dicom.is_dicom(args.original):
+        return dicom.run_verify(args)
     from svsicc.progress import ProgressBar
 
     bar = ProgressBar(

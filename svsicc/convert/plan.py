@@ -19,6 +19,7 @@ builds the colour table (:meth:`ConversionPlan.with_identity`), as only it has t
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -69,14 +70,26 @@ class ProfileChoice:
     def plan(self, slide: Slide) -> ConversionPlan:
         """The plan for ``slide`` under this choice; raises :class:`ProfileError` when the slide
         embeds no profile and neither ``--profile`` nor ``--fallback-profile`` was given."""
+        return self.plan_for(slide.path, lambda: embedded_profile(slide))
+
+    def plan_for(
+        self,
+        path: Path,
+        find_embedded: Callable[[], tuple[IccProfile, str] | None],
+        target: IccProfile | None = None,
+    ) -> ConversionPlan:
+        """The plan for a slide of any format at ``path``: ``find_embedded`` returns its
+        embedded profile, parsed, and where it was found (None: it embeds none; it may raise
+        :class:`ProfileError` for a garbage one). ``target`` replaces :attr:`target_profile`
+        where the format needs its own variant (DICOM: the same sRGB as an input profile)."""
         if self.override is not None:
             # A garbage embedded profile does not stop an override; it is only not named.
             try:
-                embedded = embedded_profile(slide)
+                embedded = find_embedded()
             except ProfileError:
                 embedded = None
         else:
-            embedded = embedded_profile(slide)
+            embedded = find_embedded()
         if self.override is not None:
             source, origin = self.override, ORIGIN_OVERRIDE
         elif embedded is not None:
@@ -85,7 +98,7 @@ class ProfileChoice:
             source, origin = self.fallback, ORIGIN_FALLBACK
         else:
             raise ProfileError(
-                slide.path,
+                path,
                 "the slide has no embedded ICC profile",
                 hint="pass {profile} (or {fallback_profile}) with the scanner's profile",
             )
@@ -96,7 +109,8 @@ class ProfileChoice:
             and embedded[0].sha256 != source.sha256
         ):
             replaced = embedded[0]
-        target = self.target_profile
+        if target is None:
+            target = self.target_profile
         return ConversionPlan(
             source=source,
             origin=origin,
