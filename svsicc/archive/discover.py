@@ -1,5 +1,6 @@
-"""Finding the slides of an archive: .svs and .bif files, and .tif/.tiff files of a format svsicc
-converts (Aperio, generic tiled TIFF, Ventana BIF), by content."""
+"""Finding the slides of an archive: .svs and .bif files, .tif/.tiff files of a format svsicc
+converts (Aperio, generic tiled TIFF, Ventana BIF), by content, and DICOM WSI series (a folder
+holding .dcm files is one slide)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from svsicc.exceptions import SvsiccError
+from svsicc.exceptions import SvsiccError, TiffFormatError
 from svsicc.tiff import file as tiff
 from svsicc.tiff.formats import APERIO, GENERIC_TILED, VENTANA, guess_format
 
@@ -20,6 +21,7 @@ TIFF_SUFFIXES = (".tif", ".tiff")
 CONVERTED_TIFF_FORMATS = (APERIO, GENERIC_TILED, VENTANA)
 
 HASH_CHUNK = 8 * 1024 * 1024
+DICOM_SUFFIX = ".dcm"
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,8 @@ def discover(
     skip_dir: Path | None = None,
 ) -> list[FoundSlide]:
     """Slides under ``source_dir`` in path order: every ``.svs`` and ``.bif``, and the
-    ``.tif``/``.tiff`` files whose content is a format svsicc converts. Hidden files (``._x.svs``
+    ``.tif``/``.tiff`` files whose content is a format svsicc converts, and every folder below
+    ``source_dir`` holding ``.dcm`` files (a DICOM series). Hidden files (``._x.svs``
     resource forks, temporary files) and ``skip_dir`` (DST_DIR inside SRC_DIR) are left out."""
     found: list[FoundSlide] = []
     skip = None if skip_dir is None else os.path.realpath(skip_dir)
@@ -69,6 +72,21 @@ def discover(
             for d in dirnames
             if not d.startswith(".") and os.path.realpath(os.path.join(dirpath, d)) != skip
         )
+        if holds_series(filenames) and os.path.realpath(dirpath) != os.path.realpath(source_dir):
+            # A DICOM WSI series: the folder is the slide; what is below it is not looked at.
+            dirnames[:] = []
+            folder = Path(dirpath)
+            rel = folder.relative_to(source_dir).as_posix()
+            if (include and not matches(rel, include)) or (exclude and matches(rel, exclude)):
+                continue
+            try:
+                files = [p.stat() for p in series_files(folder)]
+            except (OSError, SvsiccError):
+                continue
+            size = sum(st.st_size for st in files)
+            mtime = max((st.st_mtime_ns for st in files), default=0)
+            found.append(FoundSlide(rel, folder, size, mtime))
+            continue
         for name in sorted(filenames):
             suffix = os.path.splitext(name)[1].lower()
             if name.startswith(".") or suffix not in SLIDE_SUFFIXES + TIFF_SUFFIXES:
@@ -87,6 +105,19 @@ def discover(
                 continue
             found.append(FoundSlide(rel, path, st.st_size, st.st_mtime_ns))
     return sorted(found, key=lambda s: s.rel_path)
+
+
+def series_files(folder: Path) -> list[Path]:
+    """The visible files of a series folder, in name order (what its hash covers)."""
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError as exc:
+        raise TiffFormatError(folder, f"cannot list the folder: {exc.strerror}") from None
+    return [folder / n for n in names if not n.startswith(".") and (folder / n).is_file()]
+
+
+def holds_series(filenames: list[str]) -> bool:
+    return any(n.lower().endswith(DICOM_SUFFIX) and not n.startswith(".") for n in filenames)
 
 
 def sha256_file(path: str | Path) -> str:

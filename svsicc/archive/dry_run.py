@@ -27,7 +27,6 @@ from svsicc.convert.plan import find_embedded_profile, maps_as_identity
 from svsicc.drivers import read_slide
 from svsicc.exceptions import ProfileError, SvsiccError
 from svsicc.progress import duration_text
-from svsicc.slide_info import info_from_slide
 from svsicc.tiff import file as tiff
 from svsicc.tiff.slide import Page, Role, Slide
 
@@ -123,19 +122,16 @@ def plan_migration(options: MigrateOptions) -> MigrationPlan:
     classified: list[_Classified] = []
     for slide_found in found:
         try:
-            with tiff.TiffReader(slide_found.path) as reader:
-                slide = read_slide(reader)
-            info = info_from_slide(slide)
+            slide, applied, embedded = _read_for_plan(slide_found.path)
         except SvsiccError as exc:
             classified.append(_Classified(slide_found, None, "unreadable", exc.one_line()))
             continue
-        if info.applied is not None:
+        if applied:
             classified.append(_Classified(slide_found, slide, "applied"))
             continue
-        embedded = find_embedded_profile(slide)
         if embedded is not None:
             try:
-                seen = IccProfile.from_bytes(embedded[0], f"{slide_found.path}: tag 34675")
+                seen = IccProfile.from_bytes(embedded, f"{slide_found.path}: embedded profile")
                 profiles[(seen.description, seen.sha256)] += 1
             except ProfileError as exc:
                 if colours.profile is None:
@@ -202,6 +198,22 @@ def plan_migration(options: MigrateOptions) -> MigrationPlan:
             (kind, n) for kind in _KIND_LABELS if (n := sum(1 for c in todo if c.kind == kind))
         ),
     )
+
+
+def _read_for_plan(path: Path) -> tuple[Slide | None, bool, bytes | None]:
+    """(the TIFF slide, or None for a DICOM series; whether svsicc converted it already; the
+    embedded profile's bytes)."""
+    if path.is_dir():
+        from svsicc.dicom.info import dicom_info
+
+        info = dicom_info(path)
+        if info.profile_error is not None and info.applied is None:
+            raise ProfileError(path, f"the optical path's ICC profile: {info.profile_error}")
+        return None, info.applied is not None, None if info.profile is None else info.profile.data
+    with tiff.TiffReader(path) as reader:
+        slide = read_slide(reader)
+    found = find_embedded_profile(slide)
+    return slide, slide.applied is not None, None if found is None else found[0]
 
 
 def _planned_workers(options: MigrateOptions, slides: int) -> int:
@@ -312,6 +324,9 @@ def _estimate(
         cpu += measured[0] * sum(_pixels_to_rewrite(c.slide) for c in group if c.slide)
     if not todo:
         return Estimate(0.0, workers, "nothing to do")
+    series = sum(1 for c in todo if c.kind == "convert" and c.slide is None)
+    if series:
+        basis.append(f"{series} DICOM series: pixels not measured, hashing only")
     applied = [c for c in todo if c.kind in ("convert", "identity")]
     overhead = _per_slide_overhead(next(iter(tables.values()), None))
     if applied and overhead:

@@ -32,6 +32,7 @@ Design
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -282,4 +283,7 @@ def remove_unrecorded_output(output: Path, started: float) -> None:
     the slide. An older file (a copy from an earlier run being redone) is left alone."""
     with contextlib.suppress(OSError):
         if output.stat().st_mtime >= started - _MTIME_SLACK_SECONDS:
-            output.unlink()
+            if output.is_dir():  # a DICOM series' copy
+                shutil.rmtree(output)
+            else:
+                output.unlink()

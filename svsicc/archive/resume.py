@@ -29,9 +29,14 @@ from svsicc.tiff import file as tiff
 
 def planned(source: Path, choice: ProfileChoice) -> ConversionPlan | None:
     """The plan this run makes for ``source`` (None: no profile would be chosen)."""
-    with tiff.TiffReader(source) as reader:
-        slide = read_slide(reader)
     try:
+        if source.is_dir():
+            from svsicc.dicom.apply import series_plan
+            from svsicc.dicom.series import read_series
+
+            return series_plan(read_series(source), choice)
+        with tiff.TiffReader(source) as reader:
+            slide = read_slide(reader)
         return choice.plan(slide)
     except SvsiccError as exc:
         if choice.override is None and choice.fallback is None and "no embedded" in exc.problem:
@@ -41,6 +46,8 @@ def planned(source: Path, choice: ProfileChoice) -> ConversionPlan | None:
 
 def _output_target_sha256(output: Path) -> str:
     """Tag 34675 of the copy's IFD 0, hashed: the target of a row journal schema 1 wrote."""
+    if output.is_dir():
+        return ""  # DICOM series came after schema 1: their rows name the target
     with tiff.TiffReader(output) as reader:
         data = read_slide(reader).level0.icc_profile
     return hashlib.sha256(data).hexdigest() if data else ""

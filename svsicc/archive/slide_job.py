@@ -72,7 +72,7 @@ def needs_work(
         return True
     if previous.status == SKIPPED and previous.detail == SKIP_NO_PROFILE:
         return profile_given
-    return not output.is_file()
+    return not (output.is_dir() if slide.path.is_dir() else output.is_file())
 
 
 def migrate_slide(job: SlideJob) -> SlideRecord:
@@ -99,6 +99,10 @@ def migrate_slide(job: SlideJob) -> SlideRecord:
 
 def _migrate_slide(job: SlideJob, base: SlideRecord, timings: dict[str, float]) -> SlideRecord:
     source, output = Path(job.source), Path(job.output)
+    if source.is_dir():
+        from svsicc.archive.series import migrate_series
+
+        return migrate_series(job, base, timings)
     with tiff.TiffReader(source) as reader:
         slide = read_slide(reader)
     info = info_from_slide(slide)

@@ -265,6 +265,15 @@ def verify(
             copy that records another source profile or none (:class:`ProfileError`),
             ``original`` already calibrated, ``sample`` below 1.
     """
+    from svsicc.dicom.detect import is_dicom_input
+
+    if is_dicom_input(original):
+        from svsicc.dicom.verify import verify_dicom
+
+        return verify_dicom(
+            original, calibrated, profile=profile, fallback_profile=fallback_profile,
+            sample=sample, seed=seed, margins=margins, progress=progress,
+        )  # fmt: skip
     started = time.perf_counter()
     if sample is not None and sample < 1:
         raise SvsiccError(None, f"{{sample}} must be at least 1, not {sample}")

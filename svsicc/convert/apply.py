@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from svsicc.codecs import registry
 from svsicc.codecs.codes import Compression
@@ -154,7 +155,10 @@ def apply(
     file remains. ``source`` is only ever opened read-only.
 
     Args:
-        source: an Aperio SVS (or Aperio-described .tif). Other formats are refused by content.
+        source: a slide of a format svsicc converts (Aperio SVS, generic tiled TIFF, Ventana
+            BIF: by content; other formats are refused naming them), or a DICOM WSI series (a
+            folder, or one of its files: :func:`svsicc.dicom.apply.apply_dicom`, ``output`` a
+            folder).
         output: the copy to write. Equal to ``source`` only with ``in_place``.
         profile: the source profile (path, bytes or :class:`IccProfile`); overrides the
             embedded one (``ApplyResult.replaced_profile`` names it when they differ).
@@ -205,6 +209,17 @@ def apply(
     All but the last derive from :class:`SvsiccError` and carry ``path``, ``ifd``, ``tile``,
     ``problem`` and ``hint``.
     """
+    from svsicc.dicom.detect import is_dicom_input
+
+    if is_dicom_input(source):
+        # A DICOM series (a folder, or one of its files) has its own driver; same options.
+        return _apply_dicom(
+            source, output, profile=profile, target=target, intent=intent,
+            fallback_profile=fallback_profile, in_place=in_place, overwrite=overwrite,
+            workers=workers, include_associated=include_associated,
+            keep_bad_tiles=keep_bad_tiles, progress=progress, pool=pool,
+            before_commit=before_commit, on_plan=on_plan, cancel=cancel,
+        )  # fmt: skip
     started = time.perf_counter()
     src = Path(source)
     dst = Path(output)
@@ -269,6 +284,32 @@ def apply(
             if own_pool and run_pool is not None:
                 run_pool.close()
     return _with_seconds(result, time.perf_counter() - started)
+
+
+def _apply_dicom(
+    source: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    in_place: bool,
+    include_associated: bool,
+    **options: Any,
+) -> ApplyResult:
+    from svsicc.dicom.apply import apply_dicom
+
+    if in_place:
+        raise OutputError(
+            Path(source),
+            "a DICOM series cannot be converted in place",
+            hint="give an OUTPUT folder: the copy is a new series",
+        )
+    if include_associated:
+        raise UnsupportedLayoutError(
+            Path(source),
+            "LABEL and OVERVIEW instances of a DICOM series are kept as they are",
+            hint="leave out {include_associated}",
+        )
+    result: ApplyResult = apply_dicom(source, output, **options)
+    return result
 
 
 def _with_seconds(result: ApplyResult, seconds: float) -> ApplyResult:
