@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from svsicc.codecs import SegmentCodec
 from svsicc.colour.transform import ColourTable, IccProfile, Intent, colour_path
 from svsicc.convert.apply import pages_to_rewrite, refuse_unless_applicable
 from svsicc.convert.engine import CODEC_ERRORS, PageJob, default_workers, make_codec
@@ -186,7 +187,29 @@ def _time_stages(
     if not filled:
         raise UnsupportedLayoutError(reader.path, "level 0 has no tile data to measure", ifd=0)
     chosen = [filled[i] for i in sample_indices(len(filled), wanted)]
+
+    def read(index: int) -> bytes:
+        return reader.read(page.offsets[index], page.byte_counts[index], "tile", ifd=page.index)
+
+    def decode_error(index: int, exc: Exception) -> SvsiccError:
+        return TileDecodeError(reader.path, f"cannot decode: {exc}", ifd=page.index, tile=index)
+
     codec = make_codec(PageJob.for_page(page))
+    return time_stages(chosen, read, page.segment_shape, codec, table, decode_error)
+
+
+def time_stages(
+    chosen: Sequence[int],
+    read: Callable[[int], bytes],
+    shape: Callable[[int], tuple[int, int]],
+    codec: SegmentCodec,
+    table: ColourTable,
+    decode_error: Callable[[int, Exception], SvsiccError],
+) -> tuple[tuple[StageCost, ...], StageCost, int]:
+    """Time each stage on the segments ``chosen`` (at least one): ``read(i)`` returns segment
+    ``i``'s stored bytes, ``shape(i)`` its (rows, cols) as the codec decodes it, and
+    ``decode_error`` the error to raise when it does not decode. Any format's segments (TIFF
+    tiles, DICOM frames) go through this one loop, so their figures compare."""
     sink = bytearray(1 << 20)
     samples: dict[str, list[int]] = {name: [] for name in STAGES}
     totals: list[int] = []
@@ -194,16 +217,14 @@ def _time_stages(
 
     def one(index: int) -> tuple[int, int, int, int, int, int]:
         nonlocal sink
-        rows, cols = page.segment_shape(index)
+        rows, cols = shape(index)
         t0 = clock()
-        data = reader.read(page.offsets[index], page.byte_counts[index], "tile", ifd=page.index)
+        data = read(index)
         t1 = clock()
         try:
             pixels = codec.decode(data, rows, cols)
         except CODEC_ERRORS as exc:
-            raise TileDecodeError(
-                reader.path, f"cannot decode: {exc}", ifd=page.index, tile=index
-            ) from None
+            raise decode_error(index, exc) from None
         t2 = clock()
         converted = table.apply_bgrx(pixels, in_place=True)
         t3 = clock()

@@ -31,6 +31,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ from svsicc.check.report_pictures import (
     side_by_side,
     symmetric_scale,
 )
+from svsicc.check.report_pixels import OpenPixels, open_tiff_pixels, overview_page, twin_page
 from svsicc.check.report_summary import (
     ColourStats,
     ReportResult,
@@ -57,11 +59,10 @@ from svsicc.check.report_summary import (
     report_sentences,
     summary_html,
 )
-from svsicc.check.structure import SlidePixels, open_slide
 from svsicc.check.verify import verify
 from svsicc.colour.transform import IccProfile
-from svsicc.exceptions import OutputError, UnsupportedLayoutError
-from svsicc.tiff.slide import Page, Role
+from svsicc.exceptions import OutputError
+from svsicc.tiff.slide import Role
 
 DEFAULT_REGION_SIZE = 1024
 JPEG_OPTIONS: dict[str, Any] = {"quality": 85, "subsampling": 0, "optimize": True}
@@ -175,15 +176,6 @@ def choose_region(
 # -- the report -------------------------------------------------------------------------------
 
 
-def _overview_page(pixels: SlidePixels) -> Page:
-    pages = pixels.slide.pages
-    thumbnails = [p for p in pages if p.role is Role.THUMBNAIL]
-    if thumbnails:
-        return thumbnails[0]
-    levels = [p for p in pages if p.role is Role.LEVEL]
-    return min(levels, key=lambda p: p.width * p.height)
-
-
 def _panel_factor(size: int) -> int:
     return max(1, -(-size // MAX_MAP_PANEL))
 
@@ -214,6 +206,14 @@ def make_report(
         UnsupportedLayoutError: a level of ``calibrated`` does not match the original's size.
         SvsiccError: whatever :func:`verify` raises for bad input.
     """
+    destination = report_folder(out_dir, region_size)
+    result = verify(original, calibrated, profile=profile, sample=sample)
+    sources = (Path(original), Path(calibrated))
+    return write_report(result, sources, open_tiff_pixels, destination, region_size)
+
+
+def report_folder(out_dir: str | os.PathLike[str], region_size: int) -> Path:
+    """``out_dir`` checked before anything is verified: a folder or nothing, in a folder."""
     destination = Path(out_dir)
     if destination.exists() and not destination.is_dir():
         raise OutputError(destination, "exists and is not a folder")
@@ -221,10 +221,22 @@ def make_report(
         raise OutputError(destination, "its parent folder does not exist")
     if region_size < 16:
         raise OutputError(destination, f"{{region_size}} {region_size} is too small (minimum 16)")
-    result = verify(original, calibrated, profile=profile, sample=sample)
+    return destination
+
+
+def write_report(
+    verification: VerifyResult,
+    sources: tuple[Path, Path],
+    open_pixels: OpenPixels,
+    destination: Path,
+    region_size: int,
+) -> ReportResult:
+    """The report of ``verification`` written to ``destination`` (checked by
+    :func:`report_folder`); ``open_pixels`` opens the original and the copy (``sources``) in
+    their format. Assembled in a temporary sibling and moved in at the end."""
     staging = Path(tempfile.mkdtemp(prefix=".svsicc-report-", dir=destination.parent))
     try:
-        report = _write(result, staging, destination, region_size)
+        report = _write(verification, sources, open_pixels, staging, destination, region_size)
         destination.mkdir(exist_ok=True)
         for name in FILES:
             os.replace(staging / name, destination / name)
@@ -236,36 +248,27 @@ def make_report(
 
 
 def _write(
-    verification: VerifyResult, folder: Path, destination: Path, region_size: int
+    verification: VerifyResult,
+    sources: tuple[Path, Path],
+    open_pixels: OpenPixels,
+    folder: Path,
+    destination: Path,
+    region_size: int,
 ) -> ReportResult:
-    orig_reader, orig_slide = open_slide(verification.original)
-    try:
-        cal_reader, cal_slide = open_slide(verification.calibrated)
-    except BaseException:
-        orig_reader.close()
-        raise
-    with orig_reader, cal_reader:
-        orig, cal = SlidePixels(orig_reader, orig_slide), SlidePixels(cal_reader, cal_slide)
-        overview = _overview_page(orig)
-        level0 = orig_slide.level0
+    with open_pixels(sources[0]) as orig, open_pixels(sources[1]) as cal:
+        overview = overview_page(orig)
+        level0 = orig.level0
         for page in (overview, level0):
-            twin = cal_slide.pages[page.index] if page.index < len(cal_slide.pages) else None
-            if twin is None or (twin.width, twin.height) != (page.width, page.height):
-                raise UnsupportedLayoutError(
-                    cal_slide.path,
-                    f"IFD {page.index} does not match the original's "
-                    f"({page.width}x{page.height}); it is not a copy of that slide",
-                    ifd=page.index,
-                    hint="run {verify_call} for the details",
-                )
+            twin_page(orig, cal, page)
         thumb_before = orig.page_rgb(overview)
-        thumb_after = cal.page_rgb(cal_slide.pages[overview.index])
+        thumb_after = cal.page_rgb(cal.pages[overview.index])
         box = choose_region(thumb_before, (level0.width, level0.height), region_size)
         region_before = orig.region(level0, *box)
-        region_after = cal.region(cal_slide.level0, *box)
+        region_after = cal.region(cal.level0, *box)
+        page_word, words = orig.page_word, orig.in_own_words
 
     images: dict[str, Image.Image] = {}
-    name = "thumbnail" if overview.role is Role.THUMBNAIL else f"IFD {overview.index}"
+    name = "thumbnail" if overview.role is Role.THUMBNAIL else f"{page_word} {overview.index}"
     images["thumbnail_before_after.jpg"] = side_by_side(
         thumb_before, thumb_after, f"original ({name})", f"calibrated ({name})"
     )
@@ -319,8 +322,9 @@ def _write(
         difference_scale_thumbnail=thumb_scale,
         difference_scale_region=region_scale,
         verification=verification,
+        page_word=page_word,
     )
-    (folder / "index.html").write_text(render_html(report), encoding="utf-8")
+    (folder / "index.html").write_text(render_html(report, words), encoding="utf-8")
     (folder / "report.json").write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
     return report
 
@@ -392,14 +396,19 @@ max-width:60em}.summary li{margin:.35em 0}
 """
 
 
-def render_html(report: ReportResult) -> str:
+def _as_is(text: str) -> str:
+    return text
+
+
+def render_html(report: ReportResult, words: Callable[[str], str] = _as_is) -> str:
+    """The page; ``words`` puts verification lines in the slide format's words."""
     v = report.verification
     esc = html.escape
     verdict = '<span class="ok">PASSED</span>' if v.ok else '<span class="fail">FAILED</span>'
     source = v.source_profile.description if v.source_profile else "unknown"
     target = v.target_profile.description if v.target_profile else "unknown"
     intent = v.intent.label if v.intent is not None else "unknown"
-    problems = "".join(f"<li>{esc(p)}</li>" for p in v.problems) or "<li>none</li>"
+    problems = "".join(f"<li>{esc(words(p))}</li>" for p in v.problems) or "<li>none</li>"
     t = v.margins
     sampled = f" {v.sample} random tiles per level." if v.sample else ""
     x, y, w, h = report.region
@@ -442,7 +451,7 @@ def render_html(report: ReportResult) -> str:
 <table><tr><th></th><th>original</th><th>calibrated</th><th>change (R, G, B)</th></tr>
 {_colour_rows(report)}
 </table>
-{glossary_html()}
+{glossary_html(report.page_word)}
 <h2>Verification figures</h2>
 <p>Calibrated pixels against LittleCMS applied to the original's pixels (the ideal), beside
 the floor: the ideal re-encoded once at the original's own settings. Margins per page: PSNR
@@ -450,7 +459,8 @@ the floor: the ideal re-encoded once at the original's own settings. Margins per
 + {t.mean_abs} / {t.delta_e_mean} / {t.delta_e_p95}; per segment PSNR &ge; floor &minus;
 {t.segment_psnr_db} dB and dE2000 mean &le; floor &times; {t.segment_ratio} +
 {t.segment_delta_e_mean}; lossless compressions exact.{sampled}</p>
-<table><tr><th>IFD</th><th>role</th><th>compression</th><th>segments</th><th>PSNR dB</th>
+<table><tr><th>{esc(report.page_word)}</th><th>role</th><th>compression</th>\
+<th>{esc(words("segments"))}</th><th>PSNR dB</th>
 <th>mean |error|</th><th>max |error|</th><th>dE2000 mean</th><th>dE2000 p95</th><th></th></tr>
 {rows}
 </table>

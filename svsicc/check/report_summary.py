@@ -147,6 +147,25 @@ def summary_sentences(
     return out
 
 
+# A DICOM series has no IFDs or strips: its pictures are instances (files) stored in frames.
+_DICOM_TERMS = {
+    "IFD": (
+        "instance",
+        "one picture of the DICOM series, stored as one file. Instance 0 is the full-resolution "
+        "scan; the others are lower-resolution copies of it (pyramid levels), the thumbnail, "
+        "the label photo and the overview photo of the whole glass slide.",
+    ),
+    "tile, strip, segment": (
+        "frame",
+        "a scan is stored in small squares (frames, e.g. 240x240 pixels), each compressed on "
+        "its own.",
+    ),
+}
+DICOM_GLOSSARY: tuple[tuple[str, str], ...] = tuple(
+    _DICOM_TERMS.get(term, (term, text)) for term, text in GLOSSARY
+)
+
+
 def report_sentences(report: ReportResult) -> list[str]:
     """The summary of a report: tissue from the level-0 region (the thumbnail's when the region
     shows none), glass from the thumbnail."""
@@ -168,9 +187,12 @@ def summary_html(sentences: Sequence[str]) -> str:
     return f'<section class="summary"><h2>In short</h2><ul>{items}</ul></section>'
 
 
-def glossary_html() -> str:
+def glossary_html(page_word: str = "IFD") -> str:
+    """The terms, pages and segments in the words of the format (``page_word``: 'IFD' for TIFF,
+    'instance' for DICOM)."""
+    glossary = GLOSSARY if page_word == "IFD" else DICOM_GLOSSARY
     items = "".join(
-        f"<dt>{html.escape(term)}</dt><dd>{html.escape(text)}</dd>" for term, text in GLOSSARY
+        f"<dt>{html.escape(term)}</dt><dd>{html.escape(text)}</dd>" for term, text in glossary
     )
     return f'<h2>Terms used below</h2><dl class="terms">{items}</dl>'
 
@@ -211,6 +233,7 @@ class ReportResult:
     difference_scale_thumbnail: int
     difference_scale_region: int
     verification: VerifyResult
+    page_word: str = "IFD"  # what the slide's format calls a page: 'IFD', 'instance'
 
     @property
     def ok(self) -> bool:

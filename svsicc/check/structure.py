@@ -50,9 +50,23 @@ class SlidePixels:
         self.slide = slide
         self._codecs: dict[int, SegmentCodec] = {}
 
+    page_word = "IFD"  # what a page is called in messages (the report's ReportPixels)
+
     @property
     def path(self) -> Path:
         return self.slide.path
+
+    @property
+    def pages(self) -> tuple[Page, ...]:
+        return self.slide.pages
+
+    @property
+    def level0(self) -> Page:
+        return self.slide.level0
+
+    @staticmethod
+    def in_own_words(text: str) -> str:
+        return text  # verify speaks TIFF already
 
     def codec(self, page: Page) -> SegmentCodec:
         codec = self._codecs.get(page.index)

@@ -17,14 +17,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Sample level-0 tiles across SLIDE and time read, decode, colour, encode and "
         "write (to memory) for each on one core. Writes no file (the colour-table cache apart).",
     )
-    p.add_argument("input", metavar="SLIDE", help="the slide (.svs / .tif); opened read-only")
+    p.add_argument(
+        "input",
+        metavar="SLIDE",
+        help="the slide (.svs / .tif, or a DICOM series: its folder or one .dcm); read-only",
+    )
     add_colour_options(p)
     p.add_argument(
         "--tiles",
         type=_positive_int,
         default=DEFAULT_TILES,
         metavar="N",
-        help=f"level-0 tiles to sample (default {DEFAULT_TILES})",
+        help=f"level-0 tiles (DICOM: frames) to sample (default {DEFAULT_TILES})",
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(handler=_run_bench)
@@ -41,6 +45,10 @@ def _positive_int(text: str) -> int:
 
 
 def _run_bench(args: argparse.Namespace) -> int:
+    from svsicc.cli import dicom
+
+    if dicom.is_dicom(args.input):
+        return dicom.run_bench(args)
     result = bench_slide(
         args.input,
         profile=args.profile,

@@ -1,6 +1,6 @@
-"""The command line for DICOM WSI series: apply, info and verify hand a folder (or a .dcm file)
-here (the dispatch is the first lines of each command's handler; the work is in
-:mod:`svsicc.dicom`)."""
+"""The command line for DICOM WSI series: apply, info, verify, bench and report hand a folder
+(or a .dcm file) here (the dispatch is the first lines of each command's handler; the work is
+in :mod:`svsicc.dicom`)."""
 
 from __future__ import annotations
 
@@ -124,3 +124,23 @@ def run_verify(args: argparse.Namespace) -> int:
     elif not args.quiet:
         print(format_result(result))
     return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from svsicc.check.bench import format_bench
+    from svsicc.dicom.bench import bench_dicom
+    from svsicc.dicom.verify import in_dicom_words
+
+    result = bench_dicom(
+        args.input,
+        profile=args.profile,
+        target=args.target,
+        intent=args.intent,
+        tiles=args.tiles,
+        fallback_profile=args.fallback_profile,
+    )
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(in_dicom_words(format_bench(result)))
+    return EXIT_OK

@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "white and tissue colour, and the verify figures. Exit 0: written and verified; 1: "
         "written but verification failed; 2: bad input.",
     )
-    p.add_argument("original", help="the original slide")
+    p.add_argument("original", help="the original slide (a DICOM series: its folder or one .dcm)")
     p.add_argument("calibrated", help="the copy svsicc apply wrote")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="the report folder")
     p.add_argument(
@@ -38,7 +38,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    report = make_report(
+    from svsicc.cli import dicom
+
+    words = _as_is
+    build = make_report
+    if dicom.is_dicom(args.original):
+        from svsicc.dicom.report import make_dicom_report
+        from svsicc.dicom.verify import in_dicom_words
+
+        build, words = make_dicom_report, in_dicom_words
+    report = build(
         args.original,
         args.calibrated,
         args.output,
@@ -53,5 +62,9 @@ def _run_report(args: argparse.Namespace) -> int:
         print(f"{report.index}: report written ({state})")
         if not report.ok:
             for problem in report.verification.problems:
-                print(f"  problem: {problem}")
+                print(f"  problem: {words(problem)}")
     return 0 if report.ok else 1
+
+
+def _as_is(text: str) -> str:
+    return text

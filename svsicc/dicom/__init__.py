@@ -44,6 +44,8 @@ a DICOM file to them (:mod:`svsicc.cli.dicom`).
 
 Layers: :mod:`.detect`, :mod:`.syntax`, :mod:`.pixeldata`, :mod:`.series`, :mod:`.marking` and
 :mod:`.output` are the driver (beside :mod:`svsicc.aperio`); :mod:`.apply` sits on
-:mod:`svsicc.convert`, :mod:`.verify` on :mod:`svsicc.check`, :mod:`.info` on both. pydicom (the
+:mod:`svsicc.convert`, :mod:`.verify` on :mod:`svsicc.check`, :mod:`.info` on both;
+:mod:`.bench` and :mod:`.report` (with :mod:`.pixels`, frames laid out for its pictures) run
+the timing loop and the report of :mod:`svsicc.check` on a series. pydicom (the
 ``dicom`` extra) is imported only when a DICOM input is read.
 """

@@ -82,6 +82,20 @@ def frame_coding(transfer_syntax: str, photometric: str, planar: int) -> FrameCo
     return f"transfer syntax {transfer_syntax_name(transfer_syntax)}"
 
 
+def short_name(transfer_syntax: str) -> str:
+    """The compression in the words ``svsicc bench`` uses for a TIFF page ('JPEG', 'none'),
+    so that the figures of both formats read alike."""
+    if transfer_syntax == JPEG_BASELINE:
+        return "JPEG"
+    if transfer_syntax == JPEG2000:
+        return "JPEG 2000"
+    if transfer_syntax == JPEG2000_LOSSLESS:
+        return "JPEG 2000 (lossless)"
+    if transfer_syntax in NATIVE:
+        return "none"
+    return transfer_syntax_name(transfer_syntax)
+
+
 def transfer_syntax_name(uid: str) -> str:
     """pydicom's name of ``uid`` ('JPEG Baseline (Process 1)'), or the UID itself."""
     from pydicom.uid import UID
