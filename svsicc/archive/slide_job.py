@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,9 +27,9 @@ from svsicc.convert.apply import ApplyResult, apply
 from svsicc.convert.plan import find_embedded_profile
 from svsicc.drivers import read_slide
 from svsicc.exceptions import OutputError, SvsiccError, TiffFormatError
-from svsicc.slide_info import info_from_slide
 from svsicc.tiff import file as tiff
 from svsicc.tiff.output import TempOutput, output_error
+from svsicc.tiff.record import AppliedRecord
 
 
 @dataclass(frozen=True)
@@ -97,19 +98,51 @@ def migrate_slide(job: SlideJob) -> SlideRecord:
     )
 
 
+@dataclass(frozen=True)
+class SlideKind:
+    """What migrating one slide needs to know of its storage: a TIFF file or a DICOM series
+    folder (:mod:`svsicc.archive.series`)."""
+
+    # (svsicc's record if it converted the slide already, whether it embeds a profile)
+    read: Callable[[Path], tuple[AppliedRecord | None, bool]]
+    digest: Callable[[Path], str]
+    copy_as_is: Callable[[Path, Path], tuple[str, int]]  # -> (digest, bytes)
+    is_marked: Callable[[Path], bool]  # the finished copy parses and carries the record
+    remove: Callable[[Path], None]
+
+
+def _read_tiff(source: Path) -> tuple[AppliedRecord | None, bool]:
+    with tiff.TiffReader(source) as reader:
+        slide = read_slide(reader)
+    return slide.applied, find_embedded_profile(slide) is not None
+
+
+def _tiff_marked(path: Path) -> bool:
+    with tiff.TiffReader(path) as written:
+        return read_slide(written).applied is not None
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+TIFF_FILE = SlideKind(_read_tiff, sha256_file, lambda s, o: copy_as_is(s, o), _tiff_marked, _unlink)
+
+
 def _migrate_slide(job: SlideJob, base: SlideRecord, timings: dict[str, float]) -> SlideRecord:
     source, output = Path(job.source), Path(job.output)
     if source.is_dir():
-        from svsicc.archive.series import migrate_series
+        from svsicc.archive.series import DICOM_SERIES
 
-        return migrate_series(job, base, timings)
-    with tiff.TiffReader(source) as reader:
-        slide = read_slide(reader)
-    info = info_from_slide(slide)
-    if info.applied is not None:
+        kind = DICOM_SERIES
+    else:
+        kind = TIFF_FILE
+    applied, embeds_profile = kind.read(source)
+    if applied is not None:
         _make_folder(output.parent)
         t = time.perf_counter()
-        digest, size = copy_as_is(source, output)
+        digest, size = kind.copy_as_is(source, output)
         timings["hash"] = time.perf_counter() - t
         return base.with_changes(
             status=SKIPPED,
@@ -117,19 +150,18 @@ def _migrate_slide(job: SlideJob, base: SlideRecord, timings: dict[str, float]) 
             source_sha256=digest,
             output_sha256=digest,
             output_size=size,
-            profile_description=info.applied.source_description,
-            profile_sha256=info.applied.source_sha256,
-            profile_origin=f"applied earlier ({info.applied.by})",
-            intent=info.applied.intent,
+            profile_description=applied.source_description,
+            profile_sha256=applied.source_sha256,
+            profile_origin=f"applied earlier ({applied.by})",
+            intent=applied.intent,
         )
     t = time.perf_counter()
-    source_sha = sha256_file(source)
+    source_sha = kind.digest(source)
     timings["hash"] = time.perf_counter() - t
-    if job.profile is None and job.fallback is None and find_embedded_profile(slide) is None:
+    if job.profile is None and job.fallback is None and not embeds_profile:
         if job.redo is not None:
             # A fresh run of this command writes nothing for it: neither does this one.
-            with contextlib.suppress(FileNotFoundError):
-                output.unlink()
+            kind.remove(output)
         return base.with_changes(status=SKIPPED, detail=SKIP_NO_PROFILE, source_sha256=source_sha)
     _make_folder(output.parent)
     output_sha: list[str] = []
@@ -139,11 +171,10 @@ def _migrate_slide(job: SlideJob, base: SlideRecord, timings: dict[str, float]) 
         if verify_copy is not None:
             verify_copy(temp, result)  # raises VerificationError: the slide fails, no output
         # The copy must parse and carry the mark before it may take its final name.
-        with tiff.TiffReader(temp) as written:
-            if read_slide(written).applied is None:
-                raise OutputError(output, "the finished copy carries no applied mark")
+        if not kind.is_marked(temp):
+            raise OutputError(output, "the finished copy carries no applied mark")
         h = time.perf_counter()
-        output_sha.append(sha256_file(temp))
+        output_sha.append(kind.digest(temp))
         timings["hash"] += time.perf_counter() - h
 
     t, hashed_before = time.perf_counter(), timings["hash"]

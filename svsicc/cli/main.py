@@ -172,18 +172,20 @@ def _register_apply(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _run_apply(args: argparse.Namespace) -> int:
-    from svsicc.cli import dicom
-
-    if dicom.is_dicom(args.input):
-        return dicom.run_apply(args)
+    from svsicc.cli.dicom import in_dicom_words, is_dicom
     from svsicc.convert.apply import apply
     from svsicc.progress import ProgressBar
 
+    # A DICOM series goes through the same apply (it hands the series to its driver); only the
+    # words differ: instances and frames.
+    series = is_dicom(args.input)
     if args.output is None and not args.in_place:
         raise SvsiccError(
             args.input,
             "OUTPUT is missing",
-            hint=f"usage: {APPLY_USAGE}, or svsicc apply INPUT --in-place to replace INPUT",
+            hint="give the folder to write the new series to"
+            if series
+            else f"usage: {APPLY_USAGE}, or svsicc apply INPUT --in-place to replace INPUT",
         )
     output = args.input if args.in_place and args.output in (None, "-") else args.output
     bar = ProgressBar(f"svsicc {args.input}", enabled=False if args.quiet else None)
@@ -218,6 +220,22 @@ def _run_apply(args: argparse.Namespace) -> int:
         if verified:
             payload["verification"] = verified[0].to_dict()
         print(json.dumps(payload, indent=2))
+    elif not args.quiet and series:
+        frames = result.segments_rewritten
+        what = (
+            "identity: no pixel changed, series marked"
+            if result.identity
+            else f"{_plural(frames, 'frame')} rewritten"
+        )
+        print(
+            f"{result.output}: {result.profile.description!r} -> {result.target.description!r} "
+            f"({result.intent.label}), {_plural(len(result.pages), 'instance')}, {what}, size "
+            f"x{result.size_ratio:.3f}, {result.seconds:.1f} s"
+        )
+        for bad in result.bad_segments:
+            print(f"  kept undecodable instance {bad.page} frame {bad.segment}: {bad.reason}")
+        if verified:
+            print(f"  {in_dicom_words(verified[0].summary_line())}")
     elif not args.quiet:
         what = (
             "identity: no pixel changed, copy marked"

@@ -50,10 +50,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _run_verify(args: argparse.Namespace) -> int:
-    from svsicc.cli import dicom
-
-    if dicom.is_dicom(args.original):
-        return dicom.run_verify(args)
+    from svsicc.cli.dicom import in_dicom_words, is_dicom
     from svsicc.progress import ProgressBar
 
     bar = ProgressBar(
@@ -74,5 +71,6 @@ def _run_verify(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     elif not args.quiet:
-        print(result.format())
+        text = result.format()
+        print(in_dicom_words(text) if is_dicom(args.original) else text)
     return EXIT_OK if result.ok else EXIT_FAILED

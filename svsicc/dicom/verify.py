@@ -25,7 +25,6 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -50,13 +49,12 @@ from svsicc.dicom import marking
 from svsicc.dicom.apply import series_plan
 from svsicc.dicom.pixeldata import read_frame
 from svsicc.dicom.series import Instance, Series, read_series
-from svsicc.exceptions import ProfileError, SvsiccError, VerificationError
+from svsicc.exceptions import ProfileError, SvsiccError
 from svsicc.tiff.record import AppliedRecord
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
-    from svsicc.convert.apply import ApplyResult
 
 # What apply changes in a converted instance's header (besides UIDs and the private block).
 CHANGED = (
@@ -464,11 +462,6 @@ def _bias(acc: Accumulator) -> tuple[float, float, float]:
     return (r, g, b)
 
 
-def format_result(result: VerifyResult) -> str:
-    """:meth:`VerifyResult.format` in DICOM's words."""
-    return in_dicom_words(result.format())
-
-
 def in_dicom_words(text: str) -> str:
     """A verification text written for TIFF, in DICOM's words: instances and frames, not IFDs
     and segments or tiles."""
@@ -482,25 +475,3 @@ def in_dicom_words(text: str) -> str:
     ):
         text = text.replace(tiff_word, dicom_word)
     return text
-
-
-def verify_before_commit(
-    sample: int | None,
-    on_result: Callable[[VerifyResult], None] | None = None,
-) -> Callable[[Path, ApplyResult], None]:
-    """A ``before_commit`` hook for :func:`~svsicc.dicom.apply.apply_dicom`: verify the
-    finished temporary folder against the source with the profile apply used; a copy that
-    fails raises :class:`VerificationError`, so nothing is left."""
-
-    def check(temp_path: Path, result: ApplyResult) -> None:
-        outcome = verify_dicom(result.source, temp_path, profile=result.profile, sample=sample)
-        if on_result is not None:
-            on_result(outcome)
-        if not outcome.ok:
-            problems = outcome.problems
-            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-            raise VerificationError(
-                result.output, f"verification failed, nothing was written: {problems[0]}{more}"
-            )
-
-    return check

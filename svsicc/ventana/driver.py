@@ -23,19 +23,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from svsicc.exceptions import UnsupportedLayoutError
-from svsicc.generic_tiff.driver import mark_with_record_tag
-from svsicc.tiff import file as tiff
-from svsicc.tiff.driver import Marks
+from svsicc.generic_tiff.driver import GenericTiffDriver
 from svsicc.tiff.formats import VENTANA
-from svsicc.tiff.record import MAX_RECORD_BYTES, TAG_APPLIED_RECORD, AppliedRecord, applied_record
-from svsicc.tiff.slide import Page, Role, Slide
+from svsicc.tiff.slide import Page, Role
 
 LEVEL_TOKEN = "level="
 MACRO_DESCRIPTIONS = ("Label Image", "Label_Image")
 THUMBNAIL_DESCRIPTION = "Thumbnail"
 
 
-class VentanaDriver:
+class VentanaDriver(GenericTiffDriver):
+    """Roles by description; the record, the profile and the marks as generic TIFF's."""
+
     name = VENTANA
 
     def role(self, index: int, subfile_type: int, tiled: bool, description: str | None) -> Role:
@@ -70,22 +69,3 @@ class VentanaDriver:
                     "stitches BIF levels with one tile size",
                     ifd=page.index,
                 )
-
-    def applied_record(
-        self, reader: tiff.TiffReader, pages: tuple[Page, ...]
-    ) -> AppliedRecord | None:
-        level0 = next((p for p in pages if p.role is Role.LEVEL), pages[0])
-        return applied_record(reader.ascii(level0.ifd, TAG_APPLIED_RECORD, MAX_RECORD_BYTES))
-
-    def record_tags(self) -> frozenset[int]:
-        return frozenset({TAG_APPLIED_RECORD})
-
-    def mark(
-        self,
-        reader: tiff.TiffReader,
-        slide: Slide,
-        converted: set[int],
-        patcher: tiff.TiffPatcher,
-        marks: Marks,
-    ) -> None:
-        mark_with_record_tag(reader, slide, converted, patcher, marks)
