@@ -8,6 +8,7 @@ that ``apply`` uses too (``SVSICC_CACHE_DIR``, default ``~/.cache/svsicc``).
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -124,7 +125,7 @@ def sample_indices(count: int, wanted: int) -> list[int]:
 
 
 def bench_slide(
-    path: str | Path,
+    path: str | os.PathLike[str],
     *,
     profile: ProfileSource = None,
     target: ProfileSource = None,
@@ -134,7 +135,7 @@ def bench_slide(
 ) -> BenchResult:
     """Time read, decode, colour, encode and write (to memory) on ``tiles`` level-0 tiles."""
     if tiles < 1:
-        raise SvsiccError(path, f"--tiles must be at least 1, not {tiles}")
+        raise SvsiccError(Path(path), f"--tiles must be at least 1, not {tiles}")
     src = Path(path)
     choice = ProfileChoice.load(profile, fallback_profile, target, intent)
     with tiff.TiffReader(src) as reader:

@@ -345,13 +345,29 @@ def segment_problem(
 def page_figures(
     po: Page, decoded: int, acc: Accumulator, floor: Accumulator, lossless: bool
 ) -> PageFigures:
+    return figures_of(
+        po.index, po.role.value, po.compression_name, len(po.offsets), decoded, acc, floor, lossless
+    )
+
+
+def figures_of(
+    index: int,
+    role: str,
+    compression: str,
+    segments: int,
+    decoded: int,
+    acc: Accumulator,
+    floor: Accumulator,
+    lossless: bool,
+) -> PageFigures:
+    """A page's (or DICOM instance's) figures from its accumulators."""
     return PageFigures(
-        index=po.index,
-        role=po.role.value,
-        compression=po.compression_name,
+        index=index,
+        role=role,
+        compression=compression,
         lossless=lossless,
         method="pixels",
-        segments_total=len(po.offsets),
+        segments_total=segments,
         segments_checked=decoded,
         pixels=acc.pixels,
         psnr=acc.psnr(),

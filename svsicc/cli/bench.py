@@ -45,11 +45,14 @@ def _positive_int(text: str) -> int:
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    from svsicc.cli import dicom
+    from svsicc.cli.dicom import in_dicom_words, is_dicom
 
-    if dicom.is_dicom(args.input):
-        return dicom.run_bench(args)
-    result = bench_slide(
+    series = is_dicom(args.input)
+    if series:
+        from svsicc.dicom.bench import bench_dicom as run
+    else:
+        run = bench_slide
+    result = run(
         args.input,
         profile=args.profile,
         target=args.target,
@@ -60,5 +63,6 @@ def _run_bench(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
-        print(format_bench(result))
+        text = format_bench(result)
+        print(in_dicom_words(text) if series else text)
     return 0

@@ -1,6 +1,7 @@
 """The command line's DICOM words and handlers: apply and verify take a series through
 :func:`svsicc.apply` and :func:`svsicc.verify` (which hand it to :mod:`svsicc.dicom`) and only
-reword what they print; info and bench hand a folder (or a .dcm file) to the handlers here."""
+reword what they print; bench reads a series with svsicc.dicom.bench; info hands a folder (or
+a .dcm file) to the handler here."""
 
 from __future__ import annotations
 
@@ -27,24 +28,4 @@ def run_info(args: argparse.Namespace) -> int:
 
     info = dicom_info(args.input)
     print(json.dumps(info.to_dict(), indent=2) if args.json else info.format_text())
-    return EXIT_OK
-
-
-def run_bench(args: argparse.Namespace) -> int:
-    from svsicc.check.bench import format_bench
-    from svsicc.dicom.bench import bench_dicom
-    from svsicc.dicom.verify import in_dicom_words
-
-    result = bench_dicom(
-        args.input,
-        profile=args.profile,
-        target=args.target,
-        intent=args.intent,
-        tiles=args.tiles,
-        fallback_profile=args.fallback_profile,
-    )
-    if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
-    else:
-        print(in_dicom_words(format_bench(result)))
     return EXIT_OK

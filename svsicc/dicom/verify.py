@@ -34,6 +34,7 @@ from svsicc.check.figures import (
     Finding,
     PageFigures,
     VerifyResult,
+    figures_of,
     page_problems,
     segment_problem,
 )
@@ -424,28 +425,15 @@ def _figures(
 ) -> PageFigures:
     from svsicc.dicom.syntax import transfer_syntax_name
 
-    return PageFigures(
-        index=number,
-        role=instance.flavor.lower(),
-        compression=transfer_syntax_name(instance.transfer_syntax),
-        lossless=lossless,
-        method="pixels",
-        segments_total=len(instance.frames.frames),
-        segments_checked=decoded,
-        pixels=acc.pixels,
-        psnr=acc.psnr(),
-        mean_abs=acc.mean_abs(),
-        max_abs=acc.max_abs,
-        bias=_bias(acc),
-        delta_e2000_mean=acc.delta_e_mean(),
-        delta_e2000_p95=acc.percentile(0.95),
-        worst_segment=acc.worst,
-        worst_segment_psnr=acc.worst_psnr,
-        worst_segment_delta_e2000=max(acc.worst_delta_e, 0.0),
-        floor_psnr=floor.psnr(),
-        floor_mean_abs=floor.mean_abs(),
-        floor_delta_e2000_mean=floor.delta_e_mean(),
-        floor_delta_e2000_p95=floor.percentile(0.95),
+    return figures_of(
+        number,
+        instance.flavor.lower(),
+        transfer_syntax_name(instance.transfer_syntax),
+        len(instance.frames.frames),
+        decoded,
+        acc,
+        floor,
+        lossless,
     )
 
 
