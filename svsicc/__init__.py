@@ -1,11 +1,12 @@
-"""svsicc: bake a whole-slide scanner's ICC profile into the pixels of Aperio SVS files.
+"""svsicc: bake a whole-slide scanner's ICC profile into the pixels of the slide (Aperio SVS,
+generic tiled TIFF, Ventana BIF, DICOM WSI).
 
 The Python API, one function per command (each docstring says what it takes, returns and
 raises)::
 
     svsicc.apply(source, output, ...)            -> ApplyResult
     svsicc.verify(original, calibrated, ...)     -> VerifyResult
-    svsicc.info(path)                            -> SlideInfo
+    svsicc.info(path)                            -> SlideInfo (DicomSeriesInfo for DICOM)
     svsicc.report(original, calibrated, out_dir) -> ReportResult
     svsicc.migrate(source_dir, destination_dir)  -> MigrationReport
 
@@ -22,14 +23,13 @@ from typing import TYPE_CHECKING
 from svsicc.version import __version__
 
 if TYPE_CHECKING:
+    from svsicc.api import apply, info, report, verify
     from svsicc.archive.api import migrate
     from svsicc.archive.summary import MigrationReport
     from svsicc.check.figures import VerifyResult
-    from svsicc.check.report import make_report as report
     from svsicc.check.report_summary import ReportResult
-    from svsicc.check.verify import verify
     from svsicc.colour.transform import IccProfile, Intent
-    from svsicc.convert.apply import ApplyResult, PageResult, apply
+    from svsicc.convert.apply import ApplyResult, PageResult
     from svsicc.exceptions import (
         AlreadyAppliedError,
         Audience,
@@ -42,14 +42,13 @@ if TYPE_CHECKING:
         VerificationError,
     )
     from svsicc.slide_info import SlideInfo
-    from svsicc.slide_info import slide_info as info
 
 # Public name -> (module, attribute).
 _LAZY: dict[str, tuple[str, str]] = {
-    "apply": ("svsicc.convert.apply", "apply"),
-    "verify": ("svsicc.check.verify", "verify"),
-    "info": ("svsicc.slide_info", "slide_info"),
-    "report": ("svsicc.check.report", "make_report"),
+    "apply": ("svsicc.api", "apply"),
+    "verify": ("svsicc.api", "verify"),
+    "info": ("svsicc.api", "info"),
+    "report": ("svsicc.api", "report"),
     "migrate": ("svsicc.archive.api", "migrate"),
     "ApplyResult": ("svsicc.convert.apply", "ApplyResult"),
     "PageResult": ("svsicc.convert.apply", "PageResult"),

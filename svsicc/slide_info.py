@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from svsicc.colour.transform import IccProfile
 from svsicc.drivers import DRIVERS, read_slide
@@ -13,9 +12,6 @@ from svsicc.tiff import file as tiff
 from svsicc.tiff.formats import TiffSummary, guess_format, summarise_tiff
 from svsicc.tiff.record import AppliedRecord, properties
 from svsicc.tiff.slide import Page, Slide
-
-if TYPE_CHECKING:
-    from svsicc.dicom.info import DicomSeriesInfo
 
 
 @dataclass(frozen=True)
@@ -65,25 +61,18 @@ def _page_dict(page: Page) -> dict[str, object]:
     }
 
 
-def slide_info(path: str | Path) -> SlideInfo | DicomSeriesInfo:
+def slide_info(path: str | Path) -> SlideInfo:
     """What ``path`` holds: format, size, the embedded profile and where, the applied record
     (``ICC Profile Applied*`` keys) if svsicc made it, and every IFD. Only reads the file.
 
     Returns:
         A :class:`SlideInfo`; an embedded profile that cannot be parsed is ``profile`` None
-        with ``profile_error`` saying why, not an exception. For a DICOM WSI series (a folder,
-        or one of its files) a :class:`~svsicc.dicom.info.DicomSeriesInfo` with the same
-        ``profile``, ``applied`` and ``to_dict()``.
+        with ``profile_error`` saying why, not an exception.``svsicc.info``
+        (:func:`svsicc.api.info`) hands a DICOM series to its driver instead.
 
     Raises:
         TiffFormatError: ``path`` is missing or not a sound TIFF.
     """
-    from svsicc.dicom.detect import is_dicom_input
-
-    if is_dicom_input(path):
-        from svsicc.dicom.info import dicom_info
-
-        return dicom_info(path)
     with tiff.TiffReader(path) as reader:
         slide = read_slide(reader)
     return info_from_slide(slide)

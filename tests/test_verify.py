@@ -16,12 +16,13 @@ import pytest
 import tifffile
 
 import svsicc
+from svsicc.api import verify_before_commit
 from svsicc.check.figures import VerifyResult
-from svsicc.check.verify import VerificationError, verify, verify_before_commit
+from svsicc.check.verify import verify
 from svsicc.cli.main import main
 from svsicc.colour.ciede2000 import delta_e2000, delta_e2000_srgb, srgb_to_lab
 from svsicc.drivers import read_slide
-from svsicc.exceptions import ProfileError
+from svsicc.exceptions import ProfileError, VerificationError
 from svsicc.tiff import file as tiff
 from tests.synthetic import load_real_pixels, preset, write_slide
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from svsicc.api import apply, verify_before_commit
 from svsicc.archive.discover import HASH_CHUNK, FoundSlide, sha256_file
 from svsicc.archive.journal import (
     DONE,
@@ -22,8 +23,7 @@ from svsicc.archive.journal import (
     this_process,
     utc_now,
 )
-from svsicc.check.verify import verify_before_commit
-from svsicc.convert.apply import ApplyResult, apply
+from svsicc.convert.apply import ApplyResult
 from svsicc.convert.plan import find_embedded_profile
 from svsicc.drivers import read_slide
 from svsicc.exceptions import OutputError, SvsiccError, TiffFormatError

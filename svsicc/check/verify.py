@@ -86,14 +86,14 @@ from svsicc.check.structure import (
     open_slide,
 )
 from svsicc.codecs import registry
-from svsicc.colour.transform import ColourTable, IccProfile
+from svsicc.colour.transform import ColourTable
 from svsicc.convert.engine import CODEC_ERRORS
 from svsicc.convert.plan import IDENTITY_TOLERANCE, ProfileChoice, ProfileSource
-from svsicc.exceptions import SvsiccError, VerificationError
+from svsicc.exceptions import SvsiccError
 from svsicc.tiff.slide import Page, Role
 
 if TYPE_CHECKING:
-    from svsicc.convert.apply import ApplyResult
+    pass
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -265,15 +265,6 @@ def verify(
             copy that records another source profile or none (:class:`ProfileError`),
             ``original`` already calibrated, ``sample`` below 1.
     """
-    from svsicc.dicom.detect import is_dicom_input
-
-    if is_dicom_input(original):
-        from svsicc.dicom.verify import verify_dicom
-
-        return verify_dicom(
-            original, calibrated, profile=profile, fallback_profile=fallback_profile,
-            sample=sample, seed=seed, margins=margins, progress=progress,
-        )  # fmt: skip
     started = time.perf_counter()
     if sample is not None and sample < 1:
         raise SvsiccError(None, f"{{sample}} must be at least 1, not {sample}")
@@ -391,41 +382,3 @@ def verify(
 
 
 # -- apply --verify ---------------------------------------------------------------------------
-
-
-def verify_before_commit(
-    sample: int | None,
-    profile: str | os.PathLike[str] | bytes | IccProfile | None = None,
-    on_result: Callable[[VerifyResult], None] | None = None,
-) -> Callable[[Path, ApplyResult], None]:
-    """A ``before_commit`` hook for :func:`svsicc.apply`: verify the finished temporary copy.
-
-    The copy is checked against ``result.source`` with ``profile`` (default: the profile apply
-    used) and ``sample`` random segments per level (None: all). ``on_result`` receives the
-    :class:`VerifyResult` whether it passed or not (a migration journal records the figures).
-    Raises :class:`VerificationError` when the copy fails, so apply leaves no output.
-    """
-
-    def check(temp_path: Path, result: ApplyResult) -> None:
-        outcome = verify(
-            result.source,
-            temp_path,
-            profile=profile if profile is not None else result.profile,
-            sample=sample,
-        )
-        if on_result is not None:
-            on_result(outcome)
-        if not outcome.ok:
-            # A line naming the IFD and tile says more than a level's average: it goes first.
-            problems = sorted(outcome.problems, key=lambda text: "segment " not in text)
-            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-            raise VerificationError(
-                result.output,
-                f"verification failed, nothing was written: {problems[0]}{more}",
-                hint="run {verify_call} on a copy made without {apply_verify} for the details",
-            )
-
-    return check
-
-
-# -- command line -----------------------------------------------------------------------------

@@ -172,8 +172,8 @@ def _register_apply(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _run_apply(args: argparse.Namespace) -> int:
+    from svsicc.api import apply
     from svsicc.cli.dicom import in_dicom_words, is_dicom
-    from svsicc.convert.apply import apply
     from svsicc.progress import ProgressBar
 
     # A DICOM series goes through the same apply (it hands the series to its driver); only the
@@ -192,7 +192,7 @@ def _run_apply(args: argparse.Namespace) -> int:
     check = None
     verified: list[VerifyResult] = []
     if args.verify is not None:
-        from svsicc.check.verify import verify_before_commit
+        from svsicc.api import verify_before_commit
 
         check = verify_before_commit(args.verify, on_result=verified.append)
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from svsicc.check.report import DEFAULT_REGION_SIZE, make_report
+from svsicc.check.report import DEFAULT_REGION_SIZE
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,15 +38,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from svsicc.cli import dicom
+    from svsicc.api import report as build
+    from svsicc.cli.dicom import in_dicom_words, is_dicom
 
-    words = _as_is
-    build = make_report
-    if dicom.is_dicom(args.original):
-        from svsicc.dicom.report import make_dicom_report
-        from svsicc.dicom.verify import in_dicom_words
-
-        build, words = make_dicom_report, in_dicom_words
+    words = in_dicom_words if is_dicom(args.original) else _as_is
     report = build(
         args.original,
         args.calibrated,

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from svsicc.check.margins import MARGINS
-from svsicc.check.verify import EXIT_FAILED, EXIT_OK, verify
+from svsicc.check.verify import EXIT_FAILED, EXIT_OK
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -50,6 +50,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _run_verify(args: argparse.Namespace) -> int:
+    from svsicc.api import verify
     from svsicc.cli.dicom import in_dicom_words, is_dicom
     from svsicc.progress import ProgressBar
 

@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from svsicc.codecs import registry
 from svsicc.codecs.codes import Compression
@@ -155,10 +154,9 @@ def apply(
     file remains. ``source`` is only ever opened read-only.
 
     Args:
-        source: a slide of a format svsicc converts (Aperio SVS, generic tiled TIFF, Ventana
-            BIF: by content; other formats are refused naming them), or a DICOM WSI series (a
-            folder, or one of its files: :func:`svsicc.dicom.apply.apply_dicom`, ``output`` a
-            folder).
+        source: a slide of a TIFF format svsicc converts (Aperio SVS, generic tiled TIFF,
+            Ventana BIF: by content; other formats are refused naming them). ``svsicc.apply``
+            (:func:`svsicc.api.apply`) hands a DICOM series to its driver instead.
         output: the copy to write. Equal to ``source`` only with ``in_place``.
         profile: the source profile (path, bytes or :class:`IccProfile`); overrides the
             embedded one (``ApplyResult.replaced_profile`` names it when they differ).
@@ -184,7 +182,7 @@ def apply(
         before_commit: called as ``before_commit(temp_path, result)`` with the finished, flushed
             temporary file before it is renamed into place (``result.seconds`` is 0 there); may
             raise to abort, leaving nothing (``apply --verify`` runs
-            :func:`svsicc.check.verify.verify_before_commit` here).
+            :func:`svsicc.api.verify_before_commit` here).
         cancel: an event whoever interrupts the run sets (the command line's SIGINT/SIGTERM
             handler): nothing is renamed into place once it is set, even if a library swallowed
             the KeyboardInterrupt.
@@ -209,17 +207,6 @@ def apply(
     All but the last derive from :class:`SvsiccError` and carry ``path``, ``ifd``, ``tile``,
     ``problem`` and ``hint``.
     """
-    from svsicc.dicom.detect import is_dicom_input
-
-    if is_dicom_input(source):
-        # A DICOM series (a folder, or one of its files) has its own driver; same options.
-        return _apply_dicom(
-            source, output, profile=profile, target=target, intent=intent,
-            fallback_profile=fallback_profile, in_place=in_place, overwrite=overwrite,
-            workers=workers, include_associated=include_associated,
-            keep_bad_tiles=keep_bad_tiles, progress=progress, pool=pool,
-            before_commit=before_commit, on_plan=on_plan, cancel=cancel,
-        )  # fmt: skip
     started = time.perf_counter()
     src = Path(source)
     dst = Path(output)
@@ -284,32 +271,6 @@ def apply(
             if own_pool and run_pool is not None:
                 run_pool.close()
     return _with_seconds(result, time.perf_counter() - started)
-
-
-def _apply_dicom(
-    source: str | os.PathLike[str],
-    output: str | os.PathLike[str],
-    *,
-    in_place: bool,
-    include_associated: bool,
-    **options: Any,
-) -> ApplyResult:
-    from svsicc.dicom.apply import apply_dicom
-
-    if in_place:
-        raise OutputError(
-            Path(source),
-            "a DICOM series cannot be converted in place",
-            hint="give an OUTPUT folder: the copy is a new series",
-        )
-    if include_associated:
-        raise UnsupportedLayoutError(
-            Path(source),
-            "LABEL and OVERVIEW instances of a DICOM series are kept as they are",
-            hint="leave out {include_associated}",
-        )
-    result: ApplyResult = apply_dicom(source, output, **options)
-    return result
 
 
 def _with_seconds(result: ApplyResult, seconds: float) -> ApplyResult:

@@ -39,8 +39,9 @@ OUTPUT is built in ``.OUTPUT.PID.svsicc-tmp`` beside it and renamed into place w
 (:mod:`.output`); the input is only read. The public functions return svsicc's result types:
 :func:`~.apply.apply_dicom` an :class:`~svsicc.convert.apply.ApplyResult` (pages are
 instances), :func:`~.verify.verify_dicom` a :class:`~svsicc.check.figures.VerifyResult`,
-:func:`~.info.dicom_info` a :class:`~.info.DicomSeriesInfo`. The command line hands a folder or
-a DICOM file to them (:mod:`svsicc.cli.dicom`).
+:func:`~.info.dicom_info` a :class:`~.info.DicomSeriesInfo`. ``svsicc.apply``, ``verify``,
+``info`` and ``report`` (:mod:`svsicc.api`) hand a folder or a DICOM file to them, and so do the
+command line and migrate, which call those.
 
 Layers: :mod:`.detect`, :mod:`.syntax`, :mod:`.pixeldata`, :mod:`.series`, :mod:`.marking` and
 :mod:`.output` are the driver (beside :mod:`svsicc.aperio`); :mod:`.apply` sits on
