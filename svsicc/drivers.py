@@ -18,6 +18,7 @@ from svsicc.ventana.driver import VentanaDriver
 DRIVERS: dict[str, TiffDriver] = {
     d.name: d for d in (AperioDriver(), GenericTiffDriver(), VentanaDriver())
 }
+TAG_SUB_IFDS = 330
 CONVERTED_FORMATS = ", ".join(DRIVERS) + " and DICOM WSI"
 
 
@@ -44,6 +45,17 @@ def read_slide(reader: tiff.TiffReader, driver: TiffDriver | None = None) -> Sli
     for a format or layout svsicc does not convert."""
     if driver is None:
         driver = driver_for(reader)
+    for ifd in reader.structure.ifds:
+        if TAG_SUB_IFDS in ifd.entries:
+            # tifffile, libvips and Bio-Formats read pyramid levels from SubIFDs, OpenSlide does
+            # not: converting only the main IFDs would leave those levels in the scanner's
+            # colours under an sRGB tag 34675.
+            raise UnsupportedLayoutError(
+                reader.path,
+                "pyramid levels stored as SubIFDs (tag 330), which svsicc does not convert",
+                ifd=ifd.index,
+                hint="write the pyramid with every level a top-level IFD (as OpenSlide reads it)",
+            )
     pages = read_pages(reader, driver.role)
     driver.check_layout(reader.path, pages)
     return Slide(

@@ -92,3 +92,31 @@ def test_the_python_api_takes_a_series(tmp_path: Path) -> None:
     assert info.applied is not None and info.applied.source_description == "ScanScope v1"
     with pytest.raises(svsicc.SvsiccError, match="in place"):
         svsicc.apply(CMU_SERIES, CMU_SERIES, in_place=True)
+
+
+def test_a_series_folder_holding_other_slides_fails_naming_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder is one series: a BIF beside the .dcm files would be left out, so the folder
+    fails with a line naming it instead of being converted without it."""
+    from tests.format_fixtures import write_ventana_bif
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    shutil.copytree(CMU_SERIES, src / "case")
+    write_ventana_bif(src / "case" / "extra.bif")
+    code, stdout, err = run(capsys, "migrate", src, dst, "--workers", "1")
+    assert code == 1, stdout + err
+    status, detail = _rows(dst)["case"]
+    assert status == "failed" and "extra.bif" in detail and "move the other slides" in detail
+    assert not (dst / "case").exists()
+
+
+def test_a_series_as_the_source_folder_itself(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src, dst = tmp_path / "case-9", tmp_path / "dst"
+    shutil.copytree(CMU_SERIES, src)
+    code, stdout, err = run(capsys, "migrate", src, dst, "--workers", "1")
+    assert code == 0, stdout + err
+    assert _rows(dst)["case-9"][0] == "done"
+    assert len(list((dst / "case-9").glob("*.dcm"))) == len(list(CMU_SERIES.glob("*.dcm")))

@@ -149,16 +149,18 @@ def test_generic_tiff_converts_and_opens_in_openslide_with_srgb(
     assert_one_line_error(err, "already applied")
 
 
+@pytest.mark.parametrize("psnr", [45.0, None], ids=["lossy", "lossless"])
 @pytest.mark.parametrize("compression", ["jp2k-33005", "jp2k-33003"])
 def test_generic_tiff_jpeg2000_converts_and_verifies(
-    compression: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    compression: str, psnr: float | None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """OpenSlide's generic-tiff driver does not decode Aperio's JPEG 2000 codes (it refuses the
-    original too), so these are judged by verify's independent floor and read by tifffile."""
+    original too), so these are judged by verify's independent floor and read by tifffile.
+    Lossless 33003 stores 8-bit YCbCr: its floor is that rounding, not zero."""
     src = write_generic_tiff(
         tmp_path / "in.tif",
         compression=compression,  # type: ignore[arg-type]
-        j2k_psnr=45.0,
+        j2k_psnr=psnr,
     )
     out = tmp_path / "out.tif"
     code, _, err = run(capsys, "apply", src, out)
@@ -169,7 +171,10 @@ def test_generic_tiff_jpeg2000_converts_and_verifies(
     report = json.loads(stdout)
     assert report["ok"] is True and len(report["levels"]) == 3
     for level in report["levels"]:
-        assert level["psnr_db"] >= level["floor_psnr_db"] - 0.5
+        if level["floor_psnr_db"] is None:  # lossless 33005: exact
+            assert level["psnr_db"] is None or level["psnr_db"] >= 50
+        else:
+            assert level["psnr_db"] >= level["floor_psnr_db"] - 0.5
 
 
 def test_generic_tiff_keeps_a_stripped_preview_and_adds_the_profile_to_level0(
@@ -350,3 +355,64 @@ def test_bench_and_report_take_a_bif(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert code == 0, stdout + err
     html = (tmp_path / "report" / "index.html").read_text()
     assert "Ventana" in html or "out.bif" in html
+
+
+def test_subifd_pyramid_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Levels in SubIFDs (tag 330) are what tifffile, libvips and Bio-Formats read; converting
+    only the main IFD would leave them in the scanner's colours under an sRGB tag."""
+    from tests.format_fixtures import real_crop
+
+    src = tmp_path / "subifds.tif"
+    rgb = real_crop(512, 512)
+    with tifffile.TiffWriter(src) as tif:
+        tif.write(rgb, tile=(256, 256), subifds=1, iccprofile=SCANSCOPE_PROFILE, metadata=None)
+        tif.write(rgb[::2, ::2], tile=(256, 256), subfiletype=1, metadata=None)
+    out = tmp_path / "out.tif"
+    code, _, err = run(capsys, "apply", src, out)
+    assert code == 2
+    assert_one_line_error(err, "subifds.tif", "SubIFDs (tag 330)")
+    assert not out.exists()
+
+
+def test_a_kept_page_sharing_bytes_with_a_converted_one_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = write_generic_tiff(tmp_path / "in.tif", compression="jpeg", stripped_thumbnail=True)
+    with tifffile.TiffFile(src, mode="r+b") as tif:
+        tile0 = (tif.pages[0].dataoffsets[0], tif.pages[0].databytecounts[0])
+        strips = tif.pages[1]
+        n = len(strips.dataoffsets)
+        # the preview's first strip made the very bytes of level 0's first tile
+        strips.tags["StripOffsets"].overwrite((tile0[0],) + tuple(strips.dataoffsets[1:n]))
+        strips.tags["StripByteCounts"].overwrite((tile0[1],) + tuple(strips.databytecounts[1:n]))
+    out = tmp_path / "out.tif"
+    code, _, err = run(capsys, "apply", src, out)
+    assert code == 2
+    assert_one_line_error(err, "IFD 1", "segment 0 of IFD 0, which is converted")
+    assert not out.exists()
+
+
+def test_generic_profile_only_on_a_lower_level_is_no_embedded_profile(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """OpenSlide reads a generic TIFF's profile from level 0 only; one on level 1 alone says
+    nothing of level 0, so svsicc asks rather than guess."""
+    from tests.format_fixtures import real_crop
+
+    src = tmp_path / "l1.tif"
+    rgb = real_crop(512, 512)
+    with tifffile.TiffWriter(src) as tif:
+        tif.write(rgb, tile=(256, 256), compression="jpeg", metadata=None)
+        tif.write(
+            rgb[::2, ::2],
+            tile=(256, 256),
+            compression="jpeg",
+            subfiletype=1,
+            iccprofile=SCANSCOPE_PROFILE,
+            metadata=None,
+        )
+    out = tmp_path / "out.tif"
+    code, _, err = run(capsys, "apply", src, out)
+    assert code == 2
+    assert_one_line_error(err, "no embedded ICC profile")
+    assert not out.exists()

@@ -72,11 +72,13 @@ def discover(
             for d in dirnames
             if not d.startswith(".") and os.path.realpath(os.path.join(dirpath, d)) != skip
         )
-        if holds_series(filenames) and os.path.realpath(dirpath) != os.path.realpath(source_dir):
+        if holds_series(filenames):
             # A DICOM WSI series: the folder is the slide; what is below it is not looked at.
             dirnames[:] = []
             folder = Path(dirpath)
             rel = folder.relative_to(source_dir).as_posix()
+            if rel == ".":  # SRC_DIR is the series itself: its copy is DST_DIR/<its name>
+                rel = Path(os.path.realpath(source_dir)).name
             if (include and not matches(rel, include)) or (exclude and matches(rel, exclude)):
                 continue
             try:
@@ -108,12 +110,23 @@ def discover(
 
 
 def series_files(folder: Path) -> list[Path]:
-    """The visible files of a series folder, in name order (what its hash covers)."""
+    """The .dcm files of a series folder, in name order (what its hash and size cover)."""
+    return [folder / n for n in _visible_files(folder) if n.lower().endswith(DICOM_SUFFIX)]
+
+
+def slides_beside_series(folder: Path) -> list[str]:
+    """Names of other slide files in a series folder: migrate converts the folder as one
+    series, so it refuses the folder rather than leave them out unsaid."""
+    suffixes = SLIDE_SUFFIXES + TIFF_SUFFIXES
+    return [n for n in _visible_files(folder) if os.path.splitext(n)[1].lower() in suffixes]
+
+
+def _visible_files(folder: Path) -> list[str]:
     try:
         names = sorted(os.listdir(folder))
     except OSError as exc:
         raise TiffFormatError(folder, f"cannot list the folder: {exc.strerror}") from None
-    return [folder / n for n in names if not n.startswith(".") and (folder / n).is_file()]
+    return [n for n in names if not n.startswith(".") and (folder / n).is_file()]
 
 
 def holds_series(filenames: list[str]) -> bool:

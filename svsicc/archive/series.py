@@ -14,9 +14,9 @@ import hashlib
 import shutil
 from pathlib import Path
 
-from svsicc.archive.discover import series_files, sha256_file
+from svsicc.archive.discover import series_files, sha256_file, slides_beside_series
 from svsicc.archive.slide_job import SlideKind
-from svsicc.exceptions import OutputError
+from svsicc.exceptions import OutputError, UnsupportedLayoutError
 from svsicc.tiff.record import AppliedRecord
 
 
@@ -35,6 +35,14 @@ def folder_size(folder: Path) -> int:
 def _read_series(source: Path) -> tuple[AppliedRecord | None, bool]:
     from svsicc.dicom.info import dicom_info
 
+    others = slides_beside_series(source)
+    if others:
+        raise UnsupportedLayoutError(
+            source,
+            f"a DICOM series folder that also holds {', '.join(others)}; migrate converts a "
+            "series folder as one slide and would leave those out",
+            hint="move the other slides to a folder of their own",
+        )
     info = dicom_info(source)
     return info.applied, info.profile is not None
 

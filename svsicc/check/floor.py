@@ -140,8 +140,6 @@ def jpeg2000_round_trip(ideal: RGB, source: bytes, ycbcr: bool) -> RGB:
         header = parse_header(source)
     except ValueError as exc:
         raise FloorError(f"the JPEG 2000 header cannot be read: {exc}") from None
-    if header.coding.reversible:
-        return ideal
     if ycbcr:
         planes = _to_ycbcr(ideal)
         for k in (1, 2):
@@ -151,6 +149,10 @@ def jpeg2000_round_trip(ideal: RGB, source: bytes, ycbcr: bool) -> RGB:
         samples: RGB = np.rint(planes).clip(0, 255).astype(np.uint8)
     else:
         samples = np.ascontiguousarray(ideal)
+    if header.coding.reversible:
+        # Lossless keeps the samples, but 33003's are 8-bit YCbCr: rounding them (and any
+        # chroma subsampling) is what even a perfect copy loses.
+        return _to_rgb(samples) if ycbcr else ideal
     ratio = max(1.0, samples.size / max(len(source), 1))
     buf = io.BytesIO()
     Image.fromarray(samples, "RGB").save(

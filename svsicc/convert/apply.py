@@ -369,6 +369,27 @@ class _Placement:
         return self.patcher.append(data)
 
 
+def _refuse_shared_with_kept(
+    slide: Slide, rewrite: list[Page], receivers: dict[tuple[int, int], list[tuple[int, int]]]
+) -> None:
+    """A kept page (label, macro, a page in strips) whose segment is the very bytes of a
+    converted one would change with it: refuse rather than convert a page that must stay."""
+    converted = {p.index for p in rewrite}
+    for page in slide.pages:
+        if page.index in converted:
+            continue
+        for i, (off, cnt) in enumerate(zip(page.offsets, page.byte_counts, strict=True)):
+            if cnt and (off, cnt) in receivers:
+                other_ifd, other = receivers[(off, cnt)][0]
+                raise UnsupportedLayoutError(
+                    slide.path,
+                    f"its bytes are also segment {other} of IFD {other_ifd}, which is converted;"
+                    " this page is kept as it is, so the two cannot share them",
+                    ifd=page.index,
+                    tile=i,
+                )
+
+
 def _free_blocks(slide: Slide, extents: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
     """Merge the rewritten segments' extents into blocks; small unreferenced gaps join them.
 
@@ -444,6 +465,7 @@ def _write_copy(
                 tasks.append(SegmentTask.for_segment(page, i))
             receivers[key].append((page.index, i))
     tasks.sort(key=lambda t: t.offset)
+    _refuse_shared_with_kept(slide, rewrite, receivers)
     blocks = _free_blocks(slide, list(receivers))
     size = reader.file_size
     os.ftruncate(fh.fileno(), size)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from svsicc.colour.transform import ColourTable, IccProfile, Intent, default_target
 from svsicc.exceptions import ProfileError, SvsiccError
+from svsicc.tiff.formats import APERIO
 from svsicc.tiff.slide import Page, Role, Slide
 
 ProfileSource = str | os.PathLike[str] | bytes | IccProfile | None
@@ -180,9 +181,14 @@ def parse_intent(value: Intent | str | None) -> Intent | None:
 
 def find_embedded_profile(slide: Slide) -> tuple[bytes, Page] | None:
     """Tag 34675 from level 0 (IFD 0 but for Ventana, whose macro and thumbnail come first),
-    else from the first level or thumbnail that has one (GT450)."""
+    else, for Aperio only, from the first level or thumbnail that has one (GT450)."""
     level0 = slide.level0
-    candidates = [level0, *(p for p in slide.pages if p is not level0)]
+    if slide.format_name != APERIO:
+        # OpenSlide reads generic TIFF's and Ventana's profile from level 0 alone: a profile on
+        # another page only says something of that page, and using it would be a guess.
+        candidates = [level0]
+    else:
+        candidates = [level0, *(p for p in slide.pages if p is not level0)]
     for page in candidates:
         if page.role in (Role.LEVEL, Role.THUMBNAIL) and page.icc_profile:
             return page.icc_profile, page
