@@ -18,46 +18,125 @@ from svsicc.dicom.detect import is_dicom_input
 from svsicc.exceptions import OutputError, UnsupportedLayoutError, VerificationError
 
 if TYPE_CHECKING:
+    import threading
+
     from svsicc.check.figures import VerifyResult
     from svsicc.check.report_summary import ReportResult
-    from svsicc.colour.transform import IccProfile
+    from svsicc.colour.transform import IccProfile, Intent
     from svsicc.convert.apply import ApplyResult
+    from svsicc.convert.engine import ProgressCallback, WorkerPool
+    from svsicc.convert.plan import ConversionPlan, ProfileSource
     from svsicc.dicom.info import DicomSeriesInfo
     from svsicc.slide_info import SlideInfo
 
 PathLike = str | os.PathLike[str]
 
 
-def apply(source: PathLike, output: PathLike, **options: Any) -> ApplyResult:
-    """Write ``output``: ``source`` converted from its scanner profile to the target.
+def apply(
+    source: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    profile: ProfileSource = None,
+    target: ProfileSource = None,
+    intent: Intent | str | None = None,
+    fallback_profile: ProfileSource = None,
+    in_place: bool = False,
+    overwrite: bool = False,
+    workers: int | None = None,
+    include_associated: bool = False,
+    keep_bad_tiles: bool = False,
+    progress: ProgressCallback | None = None,
+    pool: WorkerPool | None = None,
+    before_commit: Callable[[Path, ApplyResult], None] | None = None,
+    on_plan: Callable[[ConversionPlan], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> ApplyResult:
+    """Write ``output``: ``source`` with every pyramid level and the thumbnail converted from
+    its ICC profile to ``target`` (default: a compact sRGB), every other byte kept, and marked.
+    A TIFF slide goes to :func:`svsicc.convert.apply.apply`, a DICOM series to
+    :func:`svsicc.dicom.apply.apply_dicom` (``output`` a folder; ``in_place`` and
+    ``include_associated`` are refused: the copy is a new series, LABEL and OVERVIEW are kept).
 
-    A TIFF slide (Aperio SVS, generic tiled TIFF, Ventana BIF) goes to
-    :func:`svsicc.convert.apply.apply`, whose docstring lists the options, what it returns and
-    raises; a DICOM series to :func:`svsicc.dicom.apply.apply_dicom` (``output`` a folder), with
-    the same options but ``in_place`` and ``include_associated``, which a series refuses.
+    Writes ``output`` through a temporary file beside it (``.OUTPUT.PID.svsicc-tmp``) that is
+    renamed into place only when complete; after any error neither ``output`` nor a temporary
+    file remains. ``source`` is only ever opened read-only.
+
+    Args:
+        source: a slide of a format svsicc converts: Aperio SVS, generic tiled TIFF, Ventana
+            BIF (by content; other TIFFs are refused naming them), or a DICOM WSI series (a
+            folder, or one of its files).
+        output: the copy to write. Equal to ``source`` only with ``in_place``.
+        profile: the source profile (path, bytes or :class:`IccProfile`); overrides the
+            embedded one (``ApplyResult.replaced_profile`` names it when they differ).
+        fallback_profile: the source profile only when the slide embeds none
+            (:mod:`svsicc.convert.plan`).
+        target: the target profile; default a compact ICC v2 sRGB.
+        intent: ``Intent`` or its name; default the source profile's own (perceptual for
+            ScanScope v1).
+        in_place: replace ``source`` (``output`` must then be ``source`` itself).
+        overwrite: replace an existing ``output``.
+        workers: processes that decode, convert and encode segments; None for all cores
+            (:func:`svsicc.convert.engine.default_workers`); values below 1 count as 1. With 1
+            (or an identity copy) no process is started.
+        include_associated: also convert the label and macro images.
+        keep_bad_tiles: keep the original bytes of a segment that cannot be decoded (listed in
+            ``ApplyResult.bad_segments``) instead of failing.
+        progress: called as ``progress(done, total)`` (segments) from the calling thread after
+            each segment is written, e.g. :class:`svsicc.progress.ProgressBar`.
+        on_plan: called with the :class:`~svsicc.convert.plan.ConversionPlan` before any work (the
+            command line says there when --profile replaces an embedded profile).
+        pool: a :class:`WorkerPool` to reuse across calls (``workers`` is then ignored and the
+            pool is left open); by default apply starts and closes its own.
+        before_commit: called as ``before_commit(temp_path, result)`` with the finished, flushed
+            temporary file before it is renamed into place (``result.seconds`` is 0 there); may
+            raise to abort, leaving nothing (``apply --verify`` runs
+            :func:`svsicc.api.verify_before_commit` here).
+        cancel: an event whoever interrupts the run sets (the command line's SIGINT/SIGTERM
+            handler): nothing is renamed into place once it is set, even if a library swallowed
+            the KeyboardInterrupt.
 
     Returns:
-        :class:`~svsicc.convert.apply.ApplyResult` (for a series, a page per instance).
+        :class:`ApplyResult`: profiles, intent, whether the copy is an identity copy (no pixel
+        changed, only marked), per-page counts and bytes (:class:`PageResult`), input and output
+        sizes, seconds, workers used and any kept bad segments.
 
     Raises:
-        TiffFormatError, DicomFormatError: missing, unreadable or corrupt input.
-        UnsupportedLayoutError: a format, layout or coding svsicc does not convert.
-        ProfileError, AlreadyAppliedError, OutputError, TileDecodeError, VerificationError:
-            as :func:`svsicc.convert.apply.apply` says. All derive from :class:`SvsiccError`.
+        DicomFormatError: a DICOM input that is not DICOM or is broken.
+        TiffFormatError: missing, unreadable, truncated or corrupt input.
+        UnsupportedLayoutError: not an Aperio slide (the format is named), or a compression or
+            sample layout svsicc does not convert.
+        ProfileError: no profile to use, or an unreadable or non-RGB one.
+        AlreadyAppliedError: the slide already carries svsicc's applied record.
+        OutputError: OUTPUT is INPUT without ``in_place``, exists without ``overwrite``, is a
+            folder or in a missing folder, or the disk is full or not writable.
+        TileDecodeError: a segment cannot be decoded (unless ``keep_bad_tiles``).
+        VerificationError: raised by a ``before_commit`` check such as apply --verify.
+        KeyboardInterrupt: on Ctrl-C or SIGTERM (via the command line); nothing is left.
+
+    All but the last derive from :class:`SvsiccError` and carry ``path``, ``ifd``, ``tile``,
+    ``problem`` and ``hint``.
     """
+    options: dict[str, Any] = {
+        "profile": profile, "target": target, "intent": intent,
+        "fallback_profile": fallback_profile, "overwrite": overwrite, "workers": workers,
+        "keep_bad_tiles": keep_bad_tiles, "progress": progress, "pool": pool,
+        "before_commit": before_commit, "on_plan": on_plan, "cancel": cancel,
+    }  # fmt: skip
     if not is_dicom_input(source):
         from svsicc.convert.apply import apply as apply_tiff
 
-        return apply_tiff(source, output, **options)
+        return apply_tiff(
+            source, output, in_place=in_place, include_associated=include_associated, **options
+        )
     from svsicc.dicom.apply import apply_dicom
 
-    if options.pop("in_place", False):
+    if in_place:
         raise OutputError(
             Path(source),
             "a DICOM series cannot be converted in place",
             hint="give an OUTPUT folder: the copy is a new series",
         )
-    if options.pop("include_associated", False):
+    if include_associated:
         raise UnsupportedLayoutError(
             Path(source),
             "LABEL and OVERVIEW instances of a DICOM series are kept as they are",

@@ -146,67 +146,9 @@ def apply(
     on_plan: Callable[[ConversionPlan], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> ApplyResult:
-    """Write ``output``: ``source`` with every pyramid level and the thumbnail converted from
-    its ICC profile to ``target`` (default: a compact sRGB), every other byte kept, and marked.
-
-    Writes ``output`` through a temporary file beside it (``.OUTPUT.PID.svsicc-tmp``) that is
-    renamed into place only when complete; after any error neither ``output`` nor a temporary
-    file remains. ``source`` is only ever opened read-only.
-
-    Args:
-        source: a slide of a TIFF format svsicc converts (Aperio SVS, generic tiled TIFF,
-            Ventana BIF: by content; other formats are refused naming them). ``svsicc.apply``
-            (:func:`svsicc.api.apply`) hands a DICOM series to its driver instead.
-        output: the copy to write. Equal to ``source`` only with ``in_place``.
-        profile: the source profile (path, bytes or :class:`IccProfile`); overrides the
-            embedded one (``ApplyResult.replaced_profile`` names it when they differ).
-        fallback_profile: the source profile only when the slide embeds none
-            (:mod:`svsicc.convert.plan`).
-        target: the target profile; default a compact ICC v2 sRGB.
-        intent: ``Intent`` or its name; default the source profile's own (perceptual for
-            ScanScope v1).
-        in_place: replace ``source`` (``output`` must then be ``source`` itself).
-        overwrite: replace an existing ``output``.
-        workers: processes that decode, convert and encode segments; None for all cores
-            (:func:`svsicc.convert.engine.default_workers`); values below 1 count as 1. With 1
-            (or an identity copy) no process is started.
-        include_associated: also convert the label and macro images.
-        keep_bad_tiles: keep the original bytes of a segment that cannot be decoded (listed in
-            ``ApplyResult.bad_segments``) instead of failing.
-        progress: called as ``progress(done, total)`` (segments) from the calling thread after
-            each segment is written, e.g. :class:`svsicc.progress.ProgressBar`.
-        on_plan: called with the :class:`~svsicc.convert.plan.ConversionPlan` before any work (the
-            command line says there when --profile replaces an embedded profile).
-        pool: a :class:`WorkerPool` to reuse across calls (``workers`` is then ignored and the
-            pool is left open); by default apply starts and closes its own.
-        before_commit: called as ``before_commit(temp_path, result)`` with the finished, flushed
-            temporary file before it is renamed into place (``result.seconds`` is 0 there); may
-            raise to abort, leaving nothing (``apply --verify`` runs
-            :func:`svsicc.api.verify_before_commit` here).
-        cancel: an event whoever interrupts the run sets (the command line's SIGINT/SIGTERM
-            handler): nothing is renamed into place once it is set, even if a library swallowed
-            the KeyboardInterrupt.
-
-    Returns:
-        :class:`ApplyResult`: profiles, intent, whether the copy is an identity copy (no pixel
-        changed, only marked), per-page counts and bytes (:class:`PageResult`), input and output
-        sizes, seconds, workers used and any kept bad segments.
-
-    Raises:
-        TiffFormatError: missing, unreadable, truncated or corrupt input.
-        UnsupportedLayoutError: not an Aperio slide (the format is named), or a compression or
-            sample layout svsicc does not convert.
-        ProfileError: no profile to use, or an unreadable or non-RGB one.
-        AlreadyAppliedError: the slide already carries svsicc's applied record.
-        OutputError: OUTPUT is INPUT without ``in_place``, exists without ``overwrite``, is a
-            folder or in a missing folder, or the disk is full or not writable.
-        TileDecodeError: a segment cannot be decoded (unless ``keep_bad_tiles``).
-        VerificationError: raised by a ``before_commit`` check such as apply --verify.
-        KeyboardInterrupt: on Ctrl-C or SIGTERM (via the command line); nothing is left.
-
-    All but the last derive from :class:`SvsiccError` and carry ``path``, ``ifd``, ``tile``,
-    ``problem`` and ``hint``.
-    """
+    """The TIFF path of ``svsicc.apply`` (:func:`svsicc.api.apply`, whose docstring says what
+    every option means, what it returns and raises): Aperio SVS, generic tiled TIFF and Ventana
+    BIF, by content."""
     started = time.perf_counter()
     src = Path(source)
     dst = Path(output)
