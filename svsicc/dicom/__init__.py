@@ -36,7 +36,10 @@ image for image processing operation"). ``info`` reads either back; ``apply`` re
 that carries either (:class:`~svsicc.exceptions.AlreadyAppliedError`).
 
 OUTPUT is built in ``.OUTPUT.PID.svsicc-tmp`` beside it and renamed into place when complete
-(:mod:`.output`); the input is only read. The public functions return svsicc's result types:
+(:mod:`.output`); the input is only read. OUTPUT must be a folder apart from the input's (not
+it, inside it or holding it); ``overwrite`` replaces only an empty folder or an svsicc copy.
+
+The public functions return svsicc's result types:
 :func:`~.apply.apply_dicom` an :class:`~svsicc.convert.apply.ApplyResult` (pages are
 instances), :func:`~.verify.verify_dicom` a :class:`~svsicc.check.figures.VerifyResult`,
 :func:`~.info.dicom_info` a :class:`~.info.DicomSeriesInfo`. ``svsicc.apply``, ``verify``,
