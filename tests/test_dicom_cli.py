@@ -194,6 +194,18 @@ def test_overwrite_replaces_only_an_svsicc_copy(
     assert len(list(copy.glob("*.dcm"))) == 4
 
 
+def test_output_naming_a_dcm_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run_cli(capsys, "apply", SMALL, tmp_path / "x.dcm", "--quiet")
+    assert code == 2
+    assert_one_line_error(err, "x.dcm", "must be a folder", "give a folder name")
+    assert left_behind(tmp_path) == []
+    named = tmp_path / "series.dcm"  # a folder so named (migrate mirrors it): its copy may be too
+    shutil.copytree(SMALL, named)
+    code, _, err = run_cli(capsys, "apply", named, tmp_path / "copy.dcm", "--quiet")
+    assert code == 0, err
+    assert left_behind(tmp_path) == ["copy.dcm", "series.dcm"]
+
+
 def test_an_interrupted_apply_leaves_nothing(tmp_path: Path) -> None:
     cancel = threading.Event()
     cancel.set()

@@ -2,9 +2,10 @@
 when complete, removed after any error, and cleaned up by the next run after a kill -9.
 
 OUTPUT (:func:`check_output`) is a folder apart from the input's: not it, not a folder holding
-it, not one inside it. ``overwrite`` replaces an empty folder or an svsicc copy (every visible
-file a DICOM instance carrying svsicc's record), nothing else, so the original series is never
-opened for writing or removed.
+it, not one inside it, not a new name ending in .dcm (unless the input folder's does).
+``overwrite`` replaces an empty folder or an svsicc copy (every visible file a DICOM instance
+carrying svsicc's record), nothing else, so the original series is never opened for writing or
+removed.
 
 The temporary folder is ``.<OUTPUT name>.<pid>.svsicc-tmp``; its writer holds an exclusive
 ``flock`` on the ``.lock`` file inside for its whole life, so a folder whose lock can be taken
@@ -27,6 +28,7 @@ from svsicc.exceptions import OutputError
 
 TEMP_SUFFIX = ".svsicc-tmp"
 LOCK_NAME = ".lock"
+FILE_SUFFIXES = (".dcm", ".dicom")  # an OUTPUT so named is a file name, not a folder
 
 
 def check_output(source: Path, output: Path, overwrite: bool) -> None:
@@ -36,6 +38,13 @@ def check_output(source: Path, output: Path, overwrite: bool) -> None:
     if output.exists() and not output.is_dir():
         raise OutputError(output, "{output} exists and is not a folder; give a folder for DICOM")
     folder = source if source.is_dir() else source.parent
+    named_as_file = output.suffix.lower() in FILE_SUFFIXES and not output.is_dir()
+    if named_as_file and folder.suffix.lower() != output.suffix.lower():  # migrate mirrors names
+        raise OutputError(
+            output,
+            "{output} must be a folder: the copy is a series of .dcm files",
+            hint="give a folder name",
+        )
     clash = _overlap(folder, output)
     if clash is not None:
         raise OutputError(output, clash, hint="give a folder outside the input's for the copy")
