@@ -102,6 +102,22 @@ def test_a_truncated_frame(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
     assert left_behind(tmp_path) == ["broken"]
 
 
+def test_a_truncated_header_names_the_missing_attribute(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(CMU, broken)
+    first = sorted(broken.glob("*.dcm"))[0]
+    (broken / "trunc.dcm").write_bytes(first.read_bytes()[:1000])  # cut before Rows
+    code, _, err = run_cli(capsys, "apply", broken, tmp_path / "out")
+    assert code == 2
+    line = assert_one_line_error(
+        err, "trunc.dcm", "Rows (0028,0010) is missing", "truncated or not an image"
+    )
+    assert "object has no attribute" not in line
+    assert left_behind(tmp_path) == ["broken"]
+
+
 def test_two_series_need_a_choice(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     mixed = tmp_path / "mixed"
     mixed.mkdir()
