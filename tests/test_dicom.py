@@ -287,3 +287,27 @@ def test_two_workers_write_the_same_frames(cmu_copy: Path, tmp_path: Path) -> No
     assert result.workers == 2
     one, two = instances(cmu_copy)["VOLUME"][0][1], instances(out)["VOLUME"][0][1]
     assert frames_of(one) == frames_of(two)
+
+
+def test_every_optical_path_gets_the_target_also_where_the_original_had_none(
+    tmp_path: Path,
+) -> None:
+    bare = tmp_path / "bare"
+    shutil.copytree(DICOM / "small-j2k-ict", bare)
+    for path, ds in (item for found in instances(bare).values() for item in found):
+        for optical_path in ds.OpticalPathSequence:
+            for keyword in ("ICCProfile", "ColorSpace"):
+                if keyword in optical_path:
+                    delattr(optical_path, keyword)
+        ds.save_as(path)
+    srgb = scanner_class(default_target()).data
+    for target, space in ((None, "SRGB"), (DATA / "sRGB-v2-magic.icc", "SRGB"),
+                          (DATA / "sRGB-v4.icc", None)):  # fmt: skip
+        out = tmp_path / f"out-{space}-{target is None}"
+        apply_dicom(bare, out, fallback_profile=SCANSCOPE, target=target, workers=1)
+        for _path, ds in (item for found in instances(out).values() for item in found):
+            for optical_path in ds.OpticalPathSequence:
+                assert optical_path.get("ColorSpace") == space
+                assert (optical_path.ICCProfile == srgb) is (space is not None)
+        result = verify_dicom(bare, out, fallback_profile=SCANSCOPE)
+        assert result.ok, result.problems

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from svsicc.colour.transform import IccProfile, Intent
+from svsicc.colour.transform import IccProfile, Intent, default_target
 from svsicc.tiff.record import AppliedRecord, format_kept, parse_kept
 
 if TYPE_CHECKING:
@@ -154,14 +154,27 @@ def _type_holders(ds: Dataset) -> list[tuple[Dataset, str]]:
     return found
 
 
-def _replace_profiles(ds: Dataset, target: IccProfile, color_space: str | None) -> None:
-    """Every ICC Profile of the instance (the optical paths', and a top-level one) becomes the
-    target; ColorSpace names the target's space (removed when it has no DICOM name: the old
-    one described the scanner's profile)."""
-    holders = [item for item in ds.get("OpticalPathSequence", []) if "ICCProfile" in item]
-    if "ICCProfile" in ds:
+def profile_holders(ds: Dataset) -> list[Dataset]:
+    """Where a converted instance holds the target profile: every optical path (the dataset
+    itself when it has none), and the dataset when it holds an ICC Profile of its own."""
+    holders = list(ds.get("OpticalPathSequence", []))
+    if "ICCProfile" in ds or not holders:
         holders.append(ds)
-    for holder in holders:
+    return holders
+
+
+def color_space(target: IccProfile) -> str | None:
+    """ColorSpace (0028,2002) of a copy in ``target``: SRGB for the built-in sRGB (as a 'scnr'
+    profile), else None (svsicc names no other space)."""
+    return "SRGB" if target.sha256 == scanner_class(default_target()).sha256 else None
+
+
+def _replace_profiles(ds: Dataset, target: IccProfile, color_space: str | None) -> None:
+    """The target becomes the ICC Profile of every optical path (also one that had none: the
+    pixels are now in the target's space) and of the dataset where it had one; ColorSpace names
+    the target's space (removed when it has no DICOM name: the old one described the scanner's
+    profile)."""
+    for holder in profile_holders(ds):
         holder.ICCProfile = target.data
         if color_space is not None:
             holder.ColorSpace = color_space
