@@ -52,6 +52,20 @@ def test_apply_info_verify(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
     assert left_behind(tmp_path) == ["copy", "copy2"]
 
 
+def test_verify_fails_a_copy_without_color_space(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out = tmp_path / "copy"
+    apply_dicom(SMALL, out, workers=1)
+    volume = next(p for p in out.glob("*.dcm") if pydicom.dcmread(p).ImageType[2] == "VOLUME")
+    ds = pydicom.dcmread(volume)
+    del ds.OpticalPathSequence[0].ColorSpace
+    ds.save_as(volume)
+    code, stdout, _ = run_cli(capsys, "verify", SMALL, out)
+    assert code == 1
+    assert f"instance 0: {volume.name}: OpticalPathSequence[0] ColorSpace (0028,2002)" in stdout
+
+
 def test_command_line_entry_point(tmp_path: Path) -> None:
     env = {**os.environ, "SVSICC_CACHE_DIR": str(tmp_path / "cache")}
     done = subprocess.run(

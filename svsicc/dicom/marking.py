@@ -126,25 +126,35 @@ def mark_instance(ds: Dataset, marks: Marks, source_uid: str, converted: bool) -
         return
     _replace_profiles(ds, marks.target, marks.color_space)
     text = sentence(marks.source, marks.target, marks.intent, marks.identity, marks.by)
-    old = str(ds.get("DerivationDescription", "") or "")
-    room = DERIVATION_LIMIT - len(text) - 2
-    ds.DerivationDescription = f"{old[:room]}; {text}" if old and room > 0 else text
+    ds.DerivationDescription = derivation(str(ds.get("DerivationDescription", "") or ""), text)
     _add_source_reference(ds, str(ds.SOPClassUID), source_uid)
     if not marks.identity:
         set_type_value1(ds, "DERIVED")
 
 
+def derivation(old: str, text: str) -> str:
+    """Derivation Description with svsicc's sentence ``text`` appended to the ``old`` one (cut
+    to fit the 1024 characters of an ST)."""
+    room = DERIVATION_LIMIT - len(text) - 2
+    return f"{old[:room]}; {text}" if old and room > 0 else text
+
+
+def find_sentence(description: str) -> re.Match[str] | None:
+    """svsicc's sentence in a Derivation Description."""
+    return _SENTENCE.search(description)
+
+
 def set_type_value1(ds: Dataset, value: str) -> None:
     """Image Type's value 1, and Frame Type's wherever a functional group holds one (they must
     agree), set to ``value`` (ORIGINAL or DERIVED)."""
-    for holder, keyword in _type_holders(ds):
+    for holder, keyword in type_holders(ds):
         values = list(holder.get(keyword) or [])
         if values:
             values[0] = value
             setattr(holder, keyword, values)
 
 
-def _type_holders(ds: Dataset) -> list[tuple[Dataset, str]]:
+def type_holders(ds: Dataset) -> list[tuple[Dataset, str]]:
     found = [(ds, "ImageType")] if "ImageType" in ds else []
     for keyword in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
         for group in ds.get(keyword, []):
@@ -249,7 +259,7 @@ def applied_record(ds: Dataset) -> AppliedRecord | None:
             by=text(_BY),
             kept_tiles=parse_kept(text(_KEPT)),
         )
-    found = _SENTENCE.search(str(ds.get("DerivationDescription", "") or ""))
+    found = find_sentence(str(ds.get("DerivationDescription", "") or ""))
     if found is None:
         return None
     return AppliedRecord(

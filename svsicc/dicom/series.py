@@ -214,12 +214,12 @@ def _value(path: Path, ds: Dataset, keyword: str, default: object = None) -> obj
     try:
         value = ds.get(keyword)
     except (TypeError, ValueError, KeyError, struct.error) as exc:  # pydicom converts on access
-        raise DicomFormatError(path, f"{_named(keyword)} cannot be read: {exc}") from None
+        raise DicomFormatError(path, f"{attribute_name(keyword)} cannot be read: {exc}") from None
     if value is None or value == "":
         if default is not None:
             return default
         raise DicomFormatError(
-            path, f"{_named(keyword)} is missing; the file is truncated or not an image"
+            path, f"{attribute_name(keyword)} is missing; the file is truncated or not an image"
         )
     return value
 
@@ -229,10 +229,11 @@ def _number(path: Path, ds: Dataset, keyword: str, default: int | None = None) -
     try:
         return int(str(value))
     except (TypeError, ValueError):
-        raise DicomFormatError(path, f"{_named(keyword)} is {value!r}, not a number") from None
+        problem = f"{attribute_name(keyword)} is {value!r}, not a number"
+        raise DicomFormatError(path, problem) from None
 
 
-def _named(keyword: str) -> str:
+def attribute_name(keyword: str) -> str:
     """``Rows (0028,0010)``: an attribute as DICOM names it."""
     from pydicom.datadict import tag_for_keyword
 
