@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -245,6 +245,73 @@ def test_verify_fails_a_copy_whose_frames_were_not_converted(
     assert any("frame" in line and "floor" in line for line in result.problems), result.problems
 
 
+def _no_color_space(ds: pydicom.Dataset) -> None:
+    del ds.OpticalPathSequence[0].ColorSpace
+
+
+def _no_profile(ds: pydicom.Dataset) -> None:
+    del ds.OpticalPathSequence[0].ICCProfile
+
+
+def _no_derivation(ds: pydicom.Dataset) -> None:
+    del ds.DerivationDescription
+
+
+def _no_source_image(ds: pydicom.Dataset) -> None:
+    del ds.SourceImageSequence
+
+
+def _derivation_edited(ds: pydicom.Dataset) -> None:
+    ds.DerivationDescription = "edited; " + ds.DerivationDescription
+
+
+def _source_image_added(ds: pydicom.Dataset) -> None:
+    ds.SourceImageSequence = [*ds.SourceImageSequence, pydicom.Dataset()]
+
+
+def _image_type_original(ds: pydicom.Dataset) -> None:
+    ds.ImageType = ["ORIGINAL", *ds.ImageType[1:]]
+
+
+def _frame_type_original(ds: pydicom.Dataset) -> None:
+    item = ds.SharedFunctionalGroupsSequence[0].WholeSlideMicroscopyImageFrameTypeSequence[0]
+    item.FrameType = ["ORIGINAL", *item.FrameType[1:]]
+
+
+def _label_derived(ds: pydicom.Dataset) -> None:
+    ds.ImageType = ["DERIVED", *ds.ImageType[1:]]
+
+
+@pytest.mark.parametrize(
+    ("flavor", "tamper", "expected"),
+    [
+        ("VOLUME", _no_color_space, "OpticalPathSequence[0] ColorSpace (0028,2002) is missing"),
+        ("VOLUME", _no_profile, "OpticalPathSequence[0] ICCProfile (0028,2000) is missing"),
+        ("THUMBNAIL", _no_derivation, "DerivationDescription (0008,2111) lacks svsicc's"),
+        ("VOLUME", _derivation_edited, "is not the original's followed by svsicc's sentence"),
+        ("VOLUME", _no_source_image, "SourceImageSequence (0008,2112) has no item naming"),
+        ("VOLUME", _source_image_added, "does not keep the original's items"),
+        ("VOLUME", _image_type_original, "ImageType (0008,0008) value 1 is 'ORIGINAL'"),
+        ("THUMBNAIL", _frame_type_original, "FrameType (0008,9007) value 1 is 'ORIGINAL'"),
+        ("LABEL", _label_derived, "attributes differ: ImageType"),  # kept: keeps its own
+    ],
+)
+def test_verify_fails_a_copy_missing_a_mark(
+    cmu_copy: Path, tmp_path: Path, flavor: str, tamper: Callable[[pydicom.Dataset], None],
+    expected: str,
+) -> None:  # fmt: skip
+    forged = tmp_path / "forged"
+    shutil.copytree(cmu_copy, forged)
+    (path, ds), *_ = instances(forged)[flavor]
+    tamper(ds)
+    ds.save_as(path)
+    result = verify_dicom(CMU, forged, sample=2)
+    assert not result.ok
+    found = [line for line in result.problems if expected in line]
+    assert found, result.problems
+    assert flavor == "LABEL" or path.name in found[0]
+
+
 @pytest.mark.parametrize(
     ("series", "lossless", "identity"),
     [
@@ -287,3 +354,27 @@ def test_two_workers_write_the_same_frames(cmu_copy: Path, tmp_path: Path) -> No
     assert result.workers == 2
     one, two = instances(cmu_copy)["VOLUME"][0][1], instances(out)["VOLUME"][0][1]
     assert frames_of(one) == frames_of(two)
+
+
+def test_every_optical_path_gets_the_target_also_where_the_original_had_none(
+    tmp_path: Path,
+) -> None:
+    bare = tmp_path / "bare"
+    shutil.copytree(DICOM / "small-j2k-ict", bare)
+    for path, ds in (item for found in instances(bare).values() for item in found):
+        for optical_path in ds.OpticalPathSequence:
+            for keyword in ("ICCProfile", "ColorSpace"):
+                if keyword in optical_path:
+                    delattr(optical_path, keyword)
+        ds.save_as(path)
+    srgb = scanner_class(default_target()).data
+    for target, space in ((None, "SRGB"), (DATA / "sRGB-v2-magic.icc", "SRGB"),
+                          (DATA / "sRGB-v4.icc", None)):  # fmt: skip
+        out = tmp_path / f"out-{space}-{target is None}"
+        apply_dicom(bare, out, fallback_profile=SCANSCOPE, target=target, workers=1)
+        for _path, ds in (item for found in instances(out).values() for item in found):
+            for optical_path in ds.OpticalPathSequence:
+                assert optical_path.get("ColorSpace") == space
+                assert (optical_path.ICCProfile == srgb) is (space is not None)
+        result = verify_dicom(bare, out, fallback_profile=SCANSCOPE)
+        assert result.ok, result.problems

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -49,6 +50,20 @@ def test_apply_info_verify(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
     code, stdout, _ = run_cli(capsys, "verify", SMALL, out, "--json")
     assert json.loads(stdout)["ok"] is True
     assert left_behind(tmp_path) == ["copy", "copy2"]
+
+
+def test_verify_fails_a_copy_without_color_space(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out = tmp_path / "copy"
+    apply_dicom(SMALL, out, workers=1)
+    volume = next(p for p in out.glob("*.dcm") if pydicom.dcmread(p).ImageType[2] == "VOLUME")
+    ds = pydicom.dcmread(volume)
+    del ds.OpticalPathSequence[0].ColorSpace
+    ds.save_as(volume)
+    code, stdout, _ = run_cli(capsys, "verify", SMALL, out)
+    assert code == 1
+    assert f"instance 0: {volume.name}: OpticalPathSequence[0] ColorSpace (0028,2002)" in stdout
 
 
 def test_command_line_entry_point(tmp_path: Path) -> None:
@@ -101,6 +116,22 @@ def test_a_truncated_frame(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
     assert left_behind(tmp_path) == ["broken"]
 
 
+def test_a_truncated_header_names_the_missing_attribute(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(CMU, broken)
+    first = sorted(broken.glob("*.dcm"))[0]
+    (broken / "trunc.dcm").write_bytes(first.read_bytes()[:1000])  # cut before Rows
+    code, _, err = run_cli(capsys, "apply", broken, tmp_path / "out")
+    assert code == 2
+    line = assert_one_line_error(
+        err, "trunc.dcm", "Rows (0028,0010) is missing", "truncated or not an image"
+    )
+    assert "object has no attribute" not in line
+    assert left_behind(tmp_path) == ["broken"]
+
+
 def test_two_series_need_a_choice(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     mixed = tmp_path / "mixed"
     mixed.mkdir()
@@ -124,17 +155,85 @@ def test_two_series_need_a_choice(capsys: pytest.CaptureFixture[str], tmp_path: 
 def test_output_rules(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    (out / "old.txt").write_text("old")
-    code, _, err = run_cli(capsys, "apply", SMALL, out)
+    code, _, err = run_cli(capsys, "apply", SMALL, out, "--quiet")
     assert code == 2
     assert_one_line_error(err, "exists", "--overwrite")
     code, _, err = run_cli(capsys, "apply", SMALL, out, "--overwrite", "--quiet")
-    assert code == 0, err
-    assert len(list(out.glob("*.dcm"))) == 2 and not (out / "old.txt").exists()
+    assert code == 0, err  # an empty folder is replaced
+    code, _, err = run_cli(capsys, "apply", SMALL, out, "--overwrite", "--quiet")
+    assert code == 0, err  # and so is an svsicc copy
+    assert len(list(out.glob("*.dcm"))) == 2
     code, _, err = run_cli(capsys, "apply", SMALL, "--in-place")
     assert code == 2
     assert_one_line_error(err, "in place")
     assert left_behind(tmp_path) == ["out"]
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_overwrite_never_removes_the_input(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    series = tmp_path / "p1" / "in"
+    shutil.copytree(CMU, series)
+    before = digests(tmp_path)
+    for output, words in (
+        (tmp_path / "p1", "holds the input folder"),
+        (tmp_path, "holds the input folder"),
+        (series, "is the input folder"),
+        (series / "copy", "is inside the input folder"),
+    ):
+        for given in (series, next(series.glob("*.dcm"))):
+            code, _, err = run_cli(capsys, "apply", given, output, "--overwrite", "--quiet")
+            assert code == 2, (output, given)
+            assert_one_line_error(err, str(output), words)
+            assert digests(tmp_path) == before
+            assert left_behind(tmp_path) == ["p1"] and left_behind(series.parent) == ["in"]
+
+
+def test_overwrite_replaces_only_an_svsicc_copy(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    other = tmp_path / "other"
+    shutil.copytree(SMALL, other)  # another copy of the original: not svsicc's
+    (other / "notes.txt").write_text("keep me")
+    before = digests(other)
+    code, _, err = run_cli(capsys, "apply", CMU, other, "--overwrite", "--quiet")
+    assert code == 2
+    line = assert_one_line_error(
+        err, "holds files that are not an svsicc copy: ", "notes.txt", "choose another folder"
+    )
+    assert sorted(p.name for p in SMALL.glob("*.dcm"))[0] in line
+    assert digests(other) == before and left_behind(tmp_path) == ["other"]
+    copy = tmp_path / "copy"
+    apply_dicom(SMALL, copy, workers=1)
+    (copy / "sub").mkdir()  # a copy holds no folder
+    code, _, err = run_cli(capsys, "apply", CMU, copy, "--overwrite", "--quiet")
+    assert code == 2
+    assert_one_line_error(err, "not an svsicc copy: sub/")
+    (copy / "sub").rmdir()
+    (copy / ".DS_Store").write_bytes(b"")  # hidden files do not count
+    code, _, err = run_cli(capsys, "apply", CMU, copy, "--overwrite", "--quiet")
+    assert code == 0, err
+    assert len(list(copy.glob("*.dcm"))) == 4
+
+
+def test_output_naming_a_dcm_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run_cli(capsys, "apply", SMALL, tmp_path / "x.dcm", "--quiet")
+    assert code == 2
+    assert_one_line_error(err, "x.dcm", "must be a folder", "give a folder name")
+    assert left_behind(tmp_path) == []
+    named = tmp_path / "series.dcm"  # a folder so named (migrate mirrors it): its copy may be too
+    shutil.copytree(SMALL, named)
+    code, _, err = run_cli(capsys, "apply", named, tmp_path / "copy.dcm", "--quiet")
+    assert code == 0, err
+    assert left_behind(tmp_path) == ["copy.dcm", "series.dcm"]
 
 
 def test_an_interrupted_apply_leaves_nothing(tmp_path: Path) -> None:

@@ -7,10 +7,11 @@ is read from its folder) writes OUTPUT, a new folder holding a new series:
   profile (``OpticalPathSequence[i].ICCProfile``; apply's policy of :mod:`svsicc.convert.plan`
   for --profile and --fallback-profile) to the target with LittleCMS (the exact table), and
   re-encoded with the same transfer syntax, photometric interpretation, subsampling and
-  quantisation tables (:mod:`.syntax` maps each to svsicc's codecs); the ICC Profile becomes the
-  target as an input-class ('scnr') profile (:func:`.marking.scanner_class`) and ColorSpace
-  (0028,2002) says SRGB (removed for a --target that is not the default sRGB); Image Type and
-  Frame Type value 1 become DERIVED; Lossy Image Compression Ratio/Method gain the re-encode.
+  quantisation tables (:mod:`.syntax` maps each to svsicc's codecs); the ICC Profile of every
+  optical path (also one that had none) becomes the target as an input-class ('scnr') profile
+  (:func:`.marking.scanner_class`) and ColorSpace (0028,2002) says SRGB (removed for a --target
+  that is not the built-in sRGB); Image Type and Frame Type value 1 become DERIVED; Lossy Image
+  Compression Ratio/Method gain the re-encode.
 - LABEL and OVERVIEW instances (another camera): Pixel Data byte for byte, profile kept.
 - Every instance: a new SOP Instance UID (also in the file meta and the file name where the
   name held the old one), one new Series Instance UID and Pyramid UID for the copy, and every
@@ -36,7 +37,10 @@ image for image processing operation"). ``info`` reads either back; ``apply`` re
 that carries either (:class:`~svsicc.exceptions.AlreadyAppliedError`).
 
 OUTPUT is built in ``.OUTPUT.PID.svsicc-tmp`` beside it and renamed into place when complete
-(:mod:`.output`); the input is only read. The public functions return svsicc's result types:
+(:mod:`.output`); the input is only read. OUTPUT must be a folder apart from the input's (not
+it, inside it or holding it); ``overwrite`` replaces only an empty folder or an svsicc copy.
+
+The public functions return svsicc's result types:
 :func:`~.apply.apply_dicom` an :class:`~svsicc.convert.apply.ApplyResult` (pages are
 instances), :func:`~.verify.verify_dicom` a :class:`~svsicc.check.figures.VerifyResult`,
 :func:`~.info.dicom_info` a :class:`~.info.DicomSeriesInfo`. ``svsicc.apply``, ``verify``,

@@ -113,7 +113,7 @@ def apply_dicom(
         plan.intent,
         identity,
         f"svsicc {__version__}",
-        color_space="SRGB" if choice.target is None else None,
+        color_space=marking.color_space(plan.target),
     )
     mapping = new_uids(series)
     converting = [] if identity else [i for i in series.instances if i.converted]

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from svsicc.colour.transform import IccProfile, Intent
+from svsicc.colour.transform import IccProfile, Intent, default_target
 from svsicc.tiff.record import AppliedRecord, format_kept, parse_kept
 
 if TYPE_CHECKING:
@@ -126,25 +126,35 @@ def mark_instance(ds: Dataset, marks: Marks, source_uid: str, converted: bool) -
         return
     _replace_profiles(ds, marks.target, marks.color_space)
     text = sentence(marks.source, marks.target, marks.intent, marks.identity, marks.by)
-    old = str(ds.get("DerivationDescription", "") or "")
-    room = DERIVATION_LIMIT - len(text) - 2
-    ds.DerivationDescription = f"{old[:room]}; {text}" if old and room > 0 else text
+    ds.DerivationDescription = derivation(str(ds.get("DerivationDescription", "") or ""), text)
     _add_source_reference(ds, str(ds.SOPClassUID), source_uid)
     if not marks.identity:
         set_type_value1(ds, "DERIVED")
 
 
+def derivation(old: str, text: str) -> str:
+    """Derivation Description with svsicc's sentence ``text`` appended to the ``old`` one (cut
+    to fit the 1024 characters of an ST)."""
+    room = DERIVATION_LIMIT - len(text) - 2
+    return f"{old[:room]}; {text}" if old and room > 0 else text
+
+
+def find_sentence(description: str) -> re.Match[str] | None:
+    """svsicc's sentence in a Derivation Description."""
+    return _SENTENCE.search(description)
+
+
 def set_type_value1(ds: Dataset, value: str) -> None:
     """Image Type's value 1, and Frame Type's wherever a functional group holds one (they must
     agree), set to ``value`` (ORIGINAL or DERIVED)."""
-    for holder, keyword in _type_holders(ds):
+    for holder, keyword in type_holders(ds):
         values = list(holder.get(keyword) or [])
         if values:
             values[0] = value
             setattr(holder, keyword, values)
 
 
-def _type_holders(ds: Dataset) -> list[tuple[Dataset, str]]:
+def type_holders(ds: Dataset) -> list[tuple[Dataset, str]]:
     found = [(ds, "ImageType")] if "ImageType" in ds else []
     for keyword in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
         for group in ds.get(keyword, []):
@@ -154,14 +164,27 @@ def _type_holders(ds: Dataset) -> list[tuple[Dataset, str]]:
     return found
 
 
-def _replace_profiles(ds: Dataset, target: IccProfile, color_space: str | None) -> None:
-    """Every ICC Profile of the instance (the optical paths', and a top-level one) becomes the
-    target; ColorSpace names the target's space (removed when it has no DICOM name: the old
-    one described the scanner's profile)."""
-    holders = [item for item in ds.get("OpticalPathSequence", []) if "ICCProfile" in item]
-    if "ICCProfile" in ds:
+def profile_holders(ds: Dataset) -> list[Dataset]:
+    """Where a converted instance holds the target profile: every optical path (the dataset
+    itself when it has none), and the dataset when it holds an ICC Profile of its own."""
+    holders = list(ds.get("OpticalPathSequence", []))
+    if "ICCProfile" in ds or not holders:
         holders.append(ds)
-    for holder in holders:
+    return holders
+
+
+def color_space(target: IccProfile) -> str | None:
+    """ColorSpace (0028,2002) of a copy in ``target``: SRGB for the built-in sRGB (as a 'scnr'
+    profile), else None (svsicc names no other space)."""
+    return "SRGB" if target.sha256 == scanner_class(default_target()).sha256 else None
+
+
+def _replace_profiles(ds: Dataset, target: IccProfile, color_space: str | None) -> None:
+    """The target becomes the ICC Profile of every optical path (also one that had none: the
+    pixels are now in the target's space) and of the dataset where it had one; ColorSpace names
+    the target's space (removed when it has no DICOM name: the old one described the scanner's
+    profile)."""
+    for holder in profile_holders(ds):
         holder.ICCProfile = target.data
         if color_space is not None:
             holder.ColorSpace = color_space
@@ -236,7 +259,7 @@ def applied_record(ds: Dataset) -> AppliedRecord | None:
             by=text(_BY),
             kept_tiles=parse_kept(text(_KEPT)),
         )
-    found = _SENTENCE.search(str(ds.get("DerivationDescription", "") or ""))
+    found = find_sentence(str(ds.get("DerivationDescription", "") or ""))
     if found is None:
         return None
     return AppliedRecord(

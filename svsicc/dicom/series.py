@@ -172,14 +172,11 @@ def _instance(path: Path, ds: Dataset, start: int) -> Instance:
         raise UnsupportedLayoutError(
             path, f"transfer syntax {transfer_syntax_name(ts)} is not supported"
         )
-    try:
-        rows, cols = int(ds.Rows), int(ds.Columns)
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        samples, bits = int(ds.SamplesPerPixel), int(ds.BitsAllocated)
-        photometric = str(ds.PhotometricInterpretation)
-        planar = int(ds.get("PlanarConfiguration", 0) or 0)
-    except (AttributeError, TypeError, ValueError) as exc:
-        raise DicomFormatError(path, f"image attributes missing or wrong: {exc}") from None
+    rows, cols = _number(path, ds, "Rows"), _number(path, ds, "Columns")
+    frames = _number(path, ds, "NumberOfFrames", 1) or 1
+    samples, bits = _number(path, ds, "SamplesPerPixel"), _number(path, ds, "BitsAllocated")
+    photometric = str(_value(path, ds, "PhotometricInterpretation"))
+    planar = _number(path, ds, "PlanarConfiguration", 0)
     coding: FrameCoding | str
     if samples != 3 or bits != 8 or int(ds.get("PixelRepresentation", 0)) != 0:
         coding = f"{samples} samples of {bits} bits; only 8-bit RGB is supported"
@@ -210,3 +207,35 @@ def _instance(path: Path, ds: Dataset, start: int) -> Instance:
         coding=None if isinstance(coding, str) else coding,
         coding_problem=coding if isinstance(coding, str) else None,
     )
+
+
+def _value(path: Path, ds: Dataset, keyword: str, default: object = None) -> object:
+    """An image attribute's value; a missing required one is an error in DICOM's words."""
+    try:
+        value = ds.get(keyword)
+    except (TypeError, ValueError, KeyError, struct.error) as exc:  # pydicom converts on access
+        raise DicomFormatError(path, f"{attribute_name(keyword)} cannot be read: {exc}") from None
+    if value is None or value == "":
+        if default is not None:
+            return default
+        raise DicomFormatError(
+            path, f"{attribute_name(keyword)} is missing; the file is truncated or not an image"
+        )
+    return value
+
+
+def _number(path: Path, ds: Dataset, keyword: str, default: int | None = None) -> int:
+    value = _value(path, ds, keyword, default)
+    try:
+        return int(str(value))
+    except (TypeError, ValueError):
+        problem = f"{attribute_name(keyword)} is {value!r}, not a number"
+        raise DicomFormatError(path, problem) from None
+
+
+def attribute_name(keyword: str) -> str:
+    """``Rows (0028,0010)``: an attribute as DICOM names it."""
+    from pydicom.datadict import tag_for_keyword
+
+    tag = tag_for_keyword(keyword)
+    return keyword if tag is None else f"{keyword} ({tag >> 16:04X},{tag & 0xFFFF:04X})"

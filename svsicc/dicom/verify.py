@@ -1,12 +1,17 @@
 """``verify`` for a DICOM WSI copy: the checks of :mod:`svsicc.check.verify`, per instance.
 
 Structure: every instance of the copy names (private block, else Source Image Sequence) the
-original instance it was made from, and every original instance has one; the copy's SOP
-Instance UIDs and Series Instance UID are new and its references point inside the copy; each
-header equals its original's once UIDs are mapped back and what apply changes is set aside
-(profile, ColorSpace, record, derivation, Image/Frame Type value 1, lossy compression history,
-Extended Offset Table); transfer syntax, photometric interpretation, frame size and count are
-the same; LABEL and OVERVIEW frames (and every frame of an identity copy) are byte-identical.
+original instance it was made from, and every original instance has one; the copy's SOP Instance
+UIDs and Series Instance UID are new and its references point inside the copy; each header
+equals its original's once UIDs are mapped back and what apply changes is set aside (profile,
+ColorSpace, record, derivation, Image/Frame Type value 1, lossy compression history, Extended
+Offset Table), and what apply writes into a VOLUME or THUMBNAIL instance is there: the target
+profile in every optical path, ColorSpace SRGB for the built-in sRGB target (none for another),
+the derivation sentence after the original's description, a Source Image Sequence item naming
+the original instance after the original's items, Image Type and Frame Type value 1 DERIVED (an
+identity copy keeps the original's); LABEL and OVERVIEW keep all of theirs; transfer syntax,
+photometric interpretation, frame size and count are the same; LABEL and OVERVIEW frames (and
+every frame of an identity copy) are byte-identical.
 
 Colour, per VOLUME and THUMBNAIL instance, frame by frame exactly as for SVS tiles: the ideal is
 LittleCMS (the exact table) applied to the original's decoded frame, the floor that ideal
@@ -49,7 +54,7 @@ from svsicc.convert.plan import ProfileChoice, ProfileSource
 from svsicc.dicom import marking
 from svsicc.dicom.apply import series_plan
 from svsicc.dicom.pixeldata import read_frame
-from svsicc.dicom.series import Instance, Series, read_series
+from svsicc.dicom.series import Instance, Series, attribute_name, read_series
 from svsicc.exceptions import ProfileError, SvsiccError
 from svsicc.tiff.record import AppliedRecord
 
@@ -119,7 +124,9 @@ def verify_dicom(
     for number, (o, c) in sorted(pairs.items()):
         converted = o.converted and not identity
         # identity copies are marked too: their headers change as converted ones' do
-        findings.extend(_header_findings(number, o, c, pairs, o.converted))
+        findings.extend(_header_findings(number, o, c, pairs, o.converted, identity))
+        if o.converted:
+            findings.extend(_mark_findings(number, o, c, pairs, record, target, identity))
         if not converted:
             unchanged.append(number)
             findings.extend(_identical_frames(number, o, c))
@@ -249,17 +256,17 @@ def _header_findings(
     c: Instance,
     pairs: dict[int, tuple[Instance, Instance]],
     converted: bool,
+    identity: bool,
 ) -> list[Finding]:
-    """The header equals the original's once what apply changes is set aside."""
+    """The header equals the original's once what apply changes is set aside (what it writes
+    is checked by :func:`_mark_findings`)."""
     findings = []
     if c.transfer_syntax != o.transfer_syntax:
         findings.append(Finding("structure", "transfer syntax differs", ifd=number))
-    back = {c.sop_instance_uid: o.sop_instance_uid for o, c in pairs.values()}
-    for po, pc in pairs.values():
-        for keyword in _UID_KEYWORDS:
-            if keyword in pc.dataset and keyword in po.dataset:
-                back[str(pc.dataset.get(keyword))] = str(po.dataset.get(keyword))
-    left, right = _comparable(o.dataset, {}, converted), _comparable(c.dataset, back, converted)
+    back = _uids_back(pairs)
+    derived = converted and not identity
+    left = _comparable(o.dataset, {}, converted, derived)
+    right = _comparable(c.dataset, back, converted, derived)
     differing = sorted(
         {e.keyword or str(e.tag) for e in left if e.tag not in right or right[e.tag] != e}
         | {e.keyword or str(e.tag) for e in right if e.tag not in left}
@@ -282,7 +289,17 @@ def _header_findings(
     return findings
 
 
-def _comparable(ds: Dataset, back: dict[str, str], converted: bool) -> Dataset:
+def _uids_back(pairs: dict[int, tuple[Instance, Instance]]) -> dict[str, str]:
+    """The copy's UIDs -> the original's: instances, series, pyramid, concatenations."""
+    back = {c.sop_instance_uid: o.sop_instance_uid for o, c in pairs.values()}
+    for po, pc in pairs.values():
+        for keyword in _UID_KEYWORDS:
+            if keyword in pc.dataset and keyword in po.dataset:
+                back[str(pc.dataset.get(keyword))] = str(po.dataset.get(keyword))
+    return back
+
+
+def _comparable(ds: Dataset, back: dict[str, str], converted: bool, derived: bool) -> Dataset:
     out = copy.deepcopy(ds)
     marking.remap_uids(out, back)
     out.remove_private_tags()
@@ -294,8 +311,81 @@ def _comparable(ds: Dataset, back: dict[str, str], converted: bool) -> Dataset:
             for keyword in ("ICCProfile", "ColorSpace"):
                 if keyword in holder:
                     delattr(holder, keyword)
+    if derived:
         marking.set_type_value1(out, "ORIGINAL")
     return out
+
+
+def _mark_findings(
+    number: int,
+    o: Instance,
+    c: Instance,
+    pairs: dict[int, tuple[Instance, Instance]],
+    record: AppliedRecord,
+    target: IccProfile,
+    identity: bool,
+) -> list[Finding]:
+    """What apply writes into a converted instance (identity copies too), each mark present:
+    the target profile and its ColorSpace in every optical path, the derivation sentence after
+    the original's description, a Source Image Sequence item naming the original instance
+    after the original's items, and (unless identity) Image/Frame Type value 1 DERIVED."""
+    ds, problems = c.dataset, []
+    space = marking.color_space(target)
+    paths = {id(item): n for n, item in enumerate(ds.get("OpticalPathSequence", []))}
+    for holder in marking.profile_holders(ds):
+        n = paths.get(id(holder))
+        where = "" if n is None else f"OpticalPathSequence[{n}] "
+        profile, color = attribute_name("ICCProfile"), attribute_name("ColorSpace")
+        if "ICCProfile" not in holder:
+            problems.append(f"{where}{profile} is missing")
+        elif bytes(holder.ICCProfile) != target.data:
+            problems.append(f"{where}{profile} is not the copy's target")
+        found = holder.get("ColorSpace")
+        if space is not None and found is None:
+            problems.append(f"{where}{color} is missing, not {space}")
+        elif found != space:
+            problems.append(f"{where}{color} is {found!r}, not {space or 'absent'}")
+    problems.extend(_derivation_problems(o.dataset, ds, record))
+    problems.extend(_source_reference_problems(o, c, _uids_back(pairs)))
+    for holder, keyword in marking.type_holders(ds) if not identity else []:
+        value = holder.get(keyword)
+        value1 = str(value if isinstance(value, str) else (list(value or []) or [""])[0])
+        if value1 != "DERIVED":
+            problems.append(f"{attribute_name(keyword)} value 1 is {value1!r}, not 'DERIVED'")
+    return [Finding("structure", f"{c.path.name}: {text}", ifd=number) for text in problems]
+
+
+def _derivation_problems(original: Dataset, ds: Dataset, record: AppliedRecord) -> list[str]:
+    name = attribute_name("DerivationDescription")
+    text = str(ds.get("DerivationDescription", "") or "")
+    found = marking.find_sentence(text)
+    if found is None:
+        return [f"{name} lacks svsicc's sentence"]
+    problems = []
+    if found["sha"] != record.source_sha256:
+        problems.append(f"{name} names another source profile than the record")
+    old = str(original.get("DerivationDescription", "") or "")
+    if text != marking.derivation(old, found.group(0)):
+        problems.append(f"{name} is not the original's followed by svsicc's sentence")
+    return problems
+
+
+def _source_reference_problems(o: Instance, c: Instance, back: dict[str, str]) -> list[str]:
+    name = attribute_name("SourceImageSequence")
+    items = list(c.dataset.get("SourceImageSequence", []))
+    mine = [
+        n
+        for n, item in enumerate(items)
+        if str(item.get("ReferencedSOPInstanceUID", "")) == o.sop_instance_uid
+    ]
+    if not mine:
+        return [f"{name} has no item naming the original instance {o.path.name}"]
+    others = [copy.deepcopy(item) for n, item in enumerate(items) if n != mine[-1]]
+    for item in others:
+        marking.remap_uids(item, back)
+    if others != list(o.dataset.get("SourceImageSequence", [])):
+        return [f"{name} does not keep the original's items"]
+    return []
 
 
 def _frames_to_check(instance: Instance, sample: int | None, rng: np.random.Generator) -> list[int]:
