@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import tifffile
 import svsicc
 from svsicc.codecs import openjpeg
 from svsicc.codecs.jpeg2k import (
+    SHORT_SOURCE_BYTES,
     Jpeg2000Codec,
     Jpeg2000FormatError,
     RateControl,
@@ -32,7 +33,7 @@ from svsicc.codecs.jpeg2k import (
 )
 from svsicc.colour.transform import IccProfile, default_target, reference_transform
 from svsicc.exceptions import TileDecodeError, UnsupportedLayoutError
-from tests.synthetic import load_real_pixels, preset, rgb_to_ycbcr, write_slide
+from tests.synthetic import load_real_pixels, mosaic, preset, rgb_to_ycbcr, write_slide
 
 from .conftest import SCANSCOPE, TCGA, mean_abs, openslide_levels, psnr
 from .conftest import segment_bytes as tiles
@@ -548,7 +549,75 @@ def test_corrupt_codestream_is_a_decode_error(crop: np.ndarray, tmp_path: Path) 
         svsicc.apply(original, tmp_path / "a.svs", profile=SCANSCOPE, workers=1)
 
 
-# -- rate control on modelled tiles ------------------------------------------------------------
+# -- one encode per lossy tile, at its source's length -------------------------------------------
+
+
+@dataclass
+class EncodeLog:
+    """Every encode an apply ran, seen by spies that call through to the real encoders."""
+
+    rate_mode: list[int] = field(default_factory=list)  # length of each rate-mode stream
+    other: int = 0  # target-PSNR or lossless encodes (binding or imagecodecs)
+
+
+def spy_on_encodes(monkeypatch: pytest.MonkeyPatch) -> EncodeLog:
+    """From now on, log every JPEG 2000 encode (by the binding or imagecodecs)."""
+    log = EncodeLog()
+    binding, imagecodecs_encode = openjpeg.encode, imagecodecs.jpeg2k_encode
+
+    def through_binding(*args: Any) -> bytes:
+        stream = binding(*args)
+        options: openjpeg.EncodeOptions = args[-1]
+        if options.psnr == 0 and options.ratio > 1:
+            log.rate_mode.append(len(stream))
+        else:
+            log.other += 1
+        return stream
+
+    def through_imagecodecs(*args: Any, **kwargs: Any) -> Any:
+        log.other += 1
+        return imagecodecs_encode(*args, **kwargs)
+
+    monkeypatch.setattr(openjpeg, "encode", through_binding)
+    monkeypatch.setattr(imagecodecs, "jpeg2k_encode", through_imagecodecs)
+    return log
+
+
+@pytest.mark.parametrize(
+    ("style", "chroma"),
+    [("jp2k-33005", None), ("jp2k-33003", None), ("jp2k-33003", (2, 1)), ("jp2k-33003", (2, 2))],
+)
+def test_each_lossy_tile_is_encoded_once_at_its_source_length(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, style: str, chroma: tuple[int, int] | None
+) -> None:
+    """One encode per tile, in OpenJPEG's rate mode through the binding at the source tile's
+    byte count (how verify's floor is made), never a search; every tile within a few per cent
+    of its source's length (here; a tile whose every coding pass costs less comes out shorter,
+    as a fifth of the TCGA slide's did), the page too, and verify passes every tile. Short
+    (glass) tiles take RateControl's checked search instead."""
+    pixels = mosaic(load_real_pixels(), 1280, 1024, seed=5)
+    options: dict[str, Any] = {"j2k_chroma": chroma} if chroma else {}
+    spec = preset(style, downsamples=(1,), with_label=False, **options)
+    original = write_slide(tmp_path / "original.svs", pixels, spec)
+    encode_log = spy_on_encodes(monkeypatch)
+    before = tiles(original, 0)
+    long = [i for i, t in enumerate(before) if len(t) >= SHORT_SOURCE_BYTES]
+    assert len(before) == 20 and 12 <= len(long) < len(before)  # tissue and glass
+    result = svsicc.apply(original, tmp_path / "applied.svs", profile=SCANSCOPE, workers=1)
+    after = tiles(tmp_path / "applied.svs", 0)
+    # One stream a tissue tile, and it is the one stored; only glass tiles were searched.
+    assert sorted(encode_log.rate_mode) == sorted(len(after[i]) for i in long)
+    assert encode_log.other >= len(before) - len(long)
+    ratios = [len(after[i]) / len(before[i]) for i in long]
+    print(style, chroma, sorted(round(r, 3) for r in ratios))
+    assert min(ratios) >= 0.97 and max(ratios) <= 1.02
+    page = result.pages[0]
+    assert 0.97 <= page.bytes_after / page.bytes_before <= 1.02
+    checked = svsicc.verify(original, tmp_path / "applied.svs", profile=SCANSCOPE)
+    assert checked.ok, checked.problems
+
+
+# -- rate control on modelled tiles (short tiles, and every lossy tile without the binding) ------
 
 
 def test_rate_control_keeps_the_page_total_and_spares_blank_tiles() -> None:
@@ -587,8 +656,9 @@ def test_rate_control_keeps_the_page_total_and_spares_blank_tiles() -> None:
 def test_output_bytes_do_not_depend_on_the_worker_count(
     tmp_path: Path, scanscope_bytes: bytes
 ) -> None:
-    """The rate control adapts to the tiles it has seen; the engine makes that history the same
-    for any --workers (warm-up in the parent, fixed batches), so the copy is byte-identical."""
+    """Tiles encoded at their own length depend on nothing else; the rate control of short
+    tiles adapts to those it has seen, and the engine makes that history the same for any
+    --workers (warm-up in the parent, fixed batches), so the copy is byte-identical."""
     from svsicc.convert.engine import ADAPTIVE_BATCH, WARMUP_SEGMENTS
     from tests.synthetic import mosaic
 

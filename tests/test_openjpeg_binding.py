@@ -122,6 +122,7 @@ def test_parse_version(text: str, number: tuple[int, int, int] | None) -> None:
 @pytest.fixture(scope="module")
 def slides(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Real CMU pixels as 33003 with 4:2:2 chroma (needs the binding), 33003 4:4:4 and 33005
+    (lossy: through the binding when it loads, else imagecodecs) and lossless 33005
     (imagecodecs alone), written while the binding is available."""
     folder = tmp_path_factory.mktemp("binding")
     crop = np.ascontiguousarray(load_real_pixels()[1150:1406, 640:1152])
@@ -129,6 +130,7 @@ def slides(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "422": preset("jp2k-33003", j2k_chroma=(2, 1), downsamples=(1,)),
         "444": preset("jp2k-33003", downsamples=(1,)),
         "rgb": preset("jp2k-33005", downsamples=(1,)),
+        "lossless": preset("jp2k-33005", j2k_lossless=True, downsamples=(1,)),
     }
     return {name: write_slide(folder / f"{name}.svs", crop, spec) for name, spec in specs.items()}
 
@@ -147,17 +149,31 @@ def test_without_a_library_only_subsampled_tiles_are_refused(
     assert "\n" not in line
     assert not output.exists() and list(tmp_path.iterdir()) == []
     for name in ("444", "rgb"):
-        result = svsicc.apply(slides[name], tmp_path / f"{name}.svs", profile=SCANSCOPE, workers=1)
+        # Lossy tiles fall back to imagecodecs' target PSNR, searched per tile.
+        copy = tmp_path / f"{name}.svs"
+        result = svsicc.apply(slides[name], copy, profile=SCANSCOPE, workers=1)
         assert result.segments_rewritten >= 2 and not result.bad_segments
+        assert svsicc.verify(slides[name], copy, profile=SCANSCOPE).ok
+        info = slide_info(copy)
+        assert info.applied is not None and info.applied.by == f"svsicc {svsicc.__version__}"
 
 
-def test_the_mark_names_the_library_that_encoded(slides: dict[str, Path], tmp_path: Path) -> None:
-    svsicc.apply(slides["422"], tmp_path / "422.svs", profile=SCANSCOPE, workers=1)
-    svsicc.apply(slides["444"], tmp_path / "444.svs", profile=SCANSCOPE, workers=1)
-    with_binding = slide_info(tmp_path / "422.svs")
+@pytest.mark.parametrize("name", ["422", "444", "rgb"])
+def test_the_mark_names_the_library_that_encoded(
+    slides: dict[str, Path], tmp_path: Path, name: str
+) -> None:
+    """Subsampled tiles need the binding; lossy ones are encoded through it when it loads."""
+    svsicc.apply(slides[name], tmp_path / "copy.svs", profile=SCANSCOPE, workers=1)
+    with_binding = slide_info(tmp_path / "copy.svs")
     assert with_binding.applied is not None
     expected = f"svsicc {svsicc.__version__} with OpenJPEG {openjpeg.version()}"
     assert with_binding.applied.by == expected
     assert f"by {expected}" in format_info(with_binding)
-    without = slide_info(tmp_path / "444.svs")
+
+
+def test_the_mark_names_no_library_when_imagecodecs_encoded(
+    slides: dict[str, Path], tmp_path: Path
+) -> None:
+    svsicc.apply(slides["lossless"], tmp_path / "lossless.svs", profile=SCANSCOPE, workers=1)
+    without = slide_info(tmp_path / "lossless.svs")
     assert without.applied is not None and without.applied.by == f"svsicc {svsicc.__version__}"

@@ -1,5 +1,8 @@
-"""Rate control for lossy JPEG 2000 tiles.
+"""Rate control for lossy JPEG 2000 tiles encoded at a target PSNR.
 
+Where svsicc's OpenJPEG binding loads, lossy tiles are encoded once in OpenJPEG's rate mode at
+their source's length (:mod:`.jpeg2k`); this module rates only the short ones (glass, edge tiles
+that are mostly padding, where rate mode misses) and, without the binding, every lossy tile.
 imagecodecs offers no byte budget, only a target PSNR (``level``). :class:`RateControl` spreads
 each page's source bytes over its tiles at equal rate-distortion slope (what minimises the
 page's squared error), searching each tile's level with 1.6 encodes on average (tcga); the page

@@ -1,7 +1,9 @@
 """A small ctypes binding to OpenJPEG 2 for what imagecodecs cannot do: encode and decode raw
 J2K codestreams whose components have different sampling (Aperio 33003 4:2:2 YCbCr), giving
 every coding parameter of the COD marker (progression, code-blocks, precincts, SOP/EPH) and a
-target PSNR (OpenJPEG's fixed-quality mode, what imagecodecs' ``level`` sets).
+rate: a byte budget (OpenJPEG's rate mode, which meets it in one encode by its post-compression
+rate-distortion allocation; imagecodecs cannot set it) or a target PSNR (its fixed-quality mode,
+what imagecodecs' ``level`` sets).
 
 The library is found, loaded and checked on first use (:mod:`.openjpeg_library`): without a
 usable one only the codestreams that need this binding are refused.
@@ -217,12 +219,16 @@ def version() -> str:
 
 @dataclass(frozen=True)
 class EncodeOptions:
-    """What goes into the COD marker, plus the rate (``psnr``: target PSNR in dB of OpenJPEG's
-    fixed-quality mode, 0 for every bit plane, i.e. lossless with the 5/3 wavelet)."""
+    """What goes into the COD marker, plus the rate: ``psnr``, the target PSNR in dB of OpenJPEG's
+    fixed-quality mode, or when it is 0, ``ratio``, the compression ratio of its rate mode (the
+    raw bytes, every component counted at the first one's sampling, as OpenJPEG counts them,
+    over the codestream's bytes, headers included); a ratio of 1 or less is every bit plane,
+    i.e. lossless with the 5/3 wavelet."""
 
     reversible: bool
     resolutions: int
     psnr: float = 0.0
+    ratio: float = 0.0
     mct: bool = False
     progression: int = 0  # LRCP, RLCP, RPCL, PCRL, CPRL
     codeblock: tuple[int, int] = (64, 64)
@@ -282,13 +288,16 @@ def _set_parameters(params: CParameters, options: EncodeOptions, components: int
             f"code-block style 0x{options.codeblock_style:02X} has bits OpenJPEG cannot encode "
             "(high-throughput or reserved)"
         )
+    if not (options.psnr >= 0 and options.ratio >= 0):  # NaN included
+        raise OpenJpegError(f"rate psnr={options.psnr} ratio={options.ratio}: need >= 0")
     params.tcp_numlayers = 1
     if options.psnr > 0:
         params.cp_fixed_quality = 1
         params.tcp_distoratio[0] = options.psnr
     else:
         params.cp_disto_alloc = 1
-        params.tcp_rates[0] = 0.0  # every bit plane
+        # OpenJPEG itself takes a ratio of 1 or less as every bit plane.
+        params.tcp_rates[0] = options.ratio if options.ratio > 1 else 0.0
     params.irreversible = 0 if options.reversible else 1
     params.numresolution = options.resolutions
     params.tcp_mct = b"\x01" if options.mct and components >= 3 else b"\x00"

@@ -419,9 +419,13 @@ def _write_copy(
     rewritten = dict.fromkeys(new_offsets, 0)
     bad: list[BadSegment] = []
     kept: list[tuple[int, int]] = []  # every (IFD, segment) holding a kept segment's bytes
-    # Pages whose tiles svsicc's OpenJPEG binding may encode (subsampled 33003): the mark
-    # names that library's version once an output tile shows it was used.
-    binding_pages = {p.index for p in rewrite if p.compression == Compression.JPEG2000_YCBCR}
+    # Pages whose tiles svsicc's OpenJPEG binding may encode (lossy or subsampled JPEG 2000):
+    # the mark names that library's version once an output tile shows it was used.
+    binding_pages = {
+        p.index
+        for p in rewrite
+        if p.compression in (Compression.JPEG2000_YCBCR, Compression.JPEG2000_RGB)
+    }
     binding_used = False
     jobs = tuple(PageJob.for_page(p) for p in rewrite)
     table_file = _table_file_for_workers(table, pool)
@@ -535,7 +539,12 @@ def _encoded_by_binding(stream: Encoded) -> bool:
     return encoded_by_binding(stream)
 
 
-def _binding_version() -> str:
+def _binding_version() -> str | None:
+    """The binding's library, None when it does not load: lossy tiles were then encoded by
+    imagecodecs (a subsampled tile would have been refused)."""
     from svsicc.codecs import openjpeg
 
-    return f"OpenJPEG {openjpeg.version()}"
+    try:
+        return f"OpenJPEG {openjpeg.version()}"
+    except openjpeg.OpenJpegUnavailable:
+        return None
