@@ -240,3 +240,19 @@ def test_tables_that_are_not_ijg_tables_go_through_pillow(tissue: np.ndarray) ->
         assert dqt == [s.payload for s in split_header(source)[0] if s.marker == 0xDB]
     quality_85 = encode_pillow(tissue, quality=85, subsampling=2)
     assert JpegCodec(None, 6)._ijg_encoder(JpegCodec(None, 6).settings_for(quality_85)) is not None
+
+
+@pytest.mark.parametrize("quality", [50, 90])
+@pytest.mark.parametrize("subsampling", [0, 2])
+def test_the_annex_k_tables_are_what_libjpeg_writes(quality: int, subsampling: int) -> None:
+    """svsicc's standard Huffman tables (constants) equal those Pillow's libjpeg writes when
+    not optimising, whatever the quality and sampling."""
+    from svsicc.codecs import jpeg_stream
+
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 80, 120)).save(
+        buf, "JPEG", quality=quality, subsampling=subsampling
+    )
+    segments, _ = jpeg_stream.split_header(buf.getvalue())
+    written = jpeg_stream.TableSet.from_segments(segments).huffman
+    assert written == jpeg_stream.standard_huffman_tables()

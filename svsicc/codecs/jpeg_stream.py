@@ -8,13 +8,10 @@ slide model's JPEGTables check (:mod:`svsicc.tiff.slide`) all read streams throu
 
 from __future__ import annotations
 
-import io
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-
-from PIL import Image
 
 from svsicc.codecs.codes import Photometric
 from svsicc.exceptions import CodecError
@@ -156,13 +153,29 @@ class TableSet:
         return TableSet({**self.quant, **other.quant}, {**self.huffman, **other.huffman})
 
 
+# ITU-T T.81 Annex K tables (K.3-K.6), the ones libjpeg writes when not optimising, as DHT
+# entries (Tc/Th byte, 16 code-length counts, symbols): constants rather than read back from an
+# encode at start-up (a test checks them against what Pillow's libjpeg writes).
+_ANNEX_K = {
+    0x00: "0000010501010101010100000000000000000102030405060708090a0b",
+    0x01: "0100030101010101010101010000000000000102030405060708090a0b",
+    0x10: "100002010303020403050504040000017d01020300041105122131410613516107227114328191a1082342"
+    "b1c11552d1f02433627282090a161718191a25262728292a3435363738393a434445464748494a53545556"
+    "5758595a636465666768696a737475767778797a838485868788898a92939495969798999aa2a3a4a5a6a7"
+    "a8a9aab2b3b4b5b6b7b8b9bac2c3c4c5c6c7c8c9cad2d3d4d5d6d7d8d9dae1e2e3e4e5e6e7e8e9eaf1f2f3"
+    "f4f5f6f7f8f9fa",
+    0x11: "1100020102040403040705040400010277000102031104052131061241510761711322328108144291a1"
+    "b1c109233352f0156272d10a162434e125f11718191a262728292a35363738393a434445464748494a5354"
+    "55565758595a636465666768696a737475767778797a82838485868788898a92939495969798999aa2a3a4"
+    "a5a6a7a8a9aab2b3b4b5b6b7b8b9bac2c3c4c5c6c7c8c9cad2d3d4d5d6d7d8d9dae2e3e4e5e6e7e8e9eaf2"
+    "f3f4f5f6f7f8f9fa",
+}
+
+
 @lru_cache(maxsize=1)
 def standard_huffman_tables() -> dict[int, bytes]:
-    """The Annex K tables libjpeg writes when not optimising."""
-    buf = io.BytesIO()
-    Image.new("RGB", (8, 8)).save(buf, "JPEG", quality=90)
-    segments, _ = split_header(buf.getvalue())
-    return TableSet.from_segments(segments).huffman
+    """The Annex K tables libjpeg writes when not optimising, keyed by their Tc/Th byte."""
+    return {key: bytes.fromhex(entry) for key, entry in _ANNEX_K.items()}
 
 
 @dataclass(frozen=True)
