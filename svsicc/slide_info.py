@@ -120,13 +120,8 @@ def format_info(info: SlideInfo) -> str:
     container = "BigTIFF" if info.bigtiff else "TIFF"
     lines = [f"{info.path}  ({info.format_name}, {container}, {info.file_size:,} bytes)"]
     if info.profile is not None:
-        p = info.profile
         ifds = ", ".join(str(i) for i in info.profile_ifds)
-        lines.append(
-            f"profile: {p.description!r}, {len(p.data):,} bytes, ICC v{p.version} {p.device_class}"
-            f" -> {p.pcs}, default intent {p.default_intent.label}, on IFD {ifds}"
-        )
-        lines.append(f"  sha256 {p.sha256}")
+        lines += info.profile.text_lines(f"on IFD {ifds}")
     elif info.profile_error:
         lines.append(f"profile: unreadable ({info.profile_error})")
     else:
@@ -135,17 +130,7 @@ def format_info(info: SlideInfo) -> str:
             "profile: none embedded" + (f" (description names {named!r})" if named else "")
         )
     if info.applied is not None:
-        a = info.applied
-        lines.append(
-            f"applied: yes, {a.source_description!r} -> {a.target!r}, {a.intent} intent, "
-            f"{a.mode}, by {a.by}"
-        )
-        lines.append(f"  source sha256 {a.source_sha256}")
-        if a.kept_tiles:
-            lines.append(
-                f"  {len(a.kept_tiles)} tile(s) kept unconverted (undecodable in the original): "
-                + ", ".join(f"IFD {ifd} tile {tile}" for ifd, tile in a.kept_tiles)
-            )
+        lines += info.applied.text_lines("tile(s)", lambda ifd, tile: f"IFD {ifd} tile {tile}")
     else:
         lines.append("applied: no")
     lines.append("IFDs:")

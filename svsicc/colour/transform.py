@@ -134,6 +134,15 @@ class IccProfile:
             raise ProfileError(path, f"cannot read ICC profile: {exc.strerror}") from None
         return cls.from_bytes(data, path)
 
+    def text_lines(self, where: str) -> list[str]:
+        """``svsicc info``'s lines for this profile; ``where`` says where the slide keeps it."""
+        return [
+            f"profile: {self.description!r}, {len(self.data):,} bytes, ICC v{self.version} "
+            f"{self.device_class} -> {self.pcs}, default intent {self.default_intent.label}, "
+            f"{where}",
+            f"  sha256 {self.sha256}",
+        ]
+
     def summary(self) -> dict[str, object]:
         return {
             "description": self.description,

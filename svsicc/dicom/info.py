@@ -70,27 +70,13 @@ class DicomSeriesInfo:
         lines = [f"{self.path}  (DICOM WSI series {self.series_uid}, {len(self.instances)} "
                  "instances)"]  # fmt: skip
         if self.profile is not None:
-            p = self.profile
-            lines.append(
-                f"profile: {p.description!r}, {len(p.data):,} bytes, ICC v{p.version} "
-                f"{p.device_class} -> {p.pcs}, default intent {p.default_intent.label}, in the "
-                "optical path"
-            )
-            lines.append(f"  sha256 {p.sha256}")
+            lines += self.profile.text_lines("in the optical path")
         else:
             lines.append(f"profile: {self.profile_error or 'none embedded'}")
         if self.applied is not None:
-            a = self.applied
-            lines.append(
-                f"applied: yes, {a.source_description!r} -> {a.target!r}, {a.intent} intent, "
-                f"{a.mode}, by {a.by}"
+            lines += self.applied.text_lines(
+                "frame(s)", lambda instance, frame: f"instance {instance} frame {frame}"
             )
-            lines.append(f"  source sha256 {a.source_sha256}")
-            if a.kept_tiles:
-                lines.append(
-                    f"  {len(a.kept_tiles)} frame(s) kept unconverted (undecodable in the "
-                    "original): " + ", ".join(f"instance {i} frame {f}" for i, f in a.kept_tiles)
-                )
         else:
             lines.append("applied: no")
         lines.append("instances:")

@@ -11,6 +11,7 @@ nor a program applies the scanner profile twice.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from svsicc.colour.transform import IccProfile, Intent
@@ -55,6 +56,21 @@ class AppliedRecord:
             "by": self.by,
             "kept_tiles": [{"ifd": ifd, "tile": tile} for ifd, tile in self.kept_tiles],
         }
+
+    def text_lines(self, pieces: str, place: Callable[[int, int], str]) -> list[str]:
+        """``svsicc info``'s lines for this record; ``pieces`` names the kept pieces ("tile(s)",
+        "frame(s)") and ``place`` spells where one is ("IFD 0 tile 5")."""
+        lines = [
+            f"applied: yes, {self.source_description!r} -> {self.target!r}, {self.intent} "
+            f"intent, {self.mode}, by {self.by}",
+            f"  source sha256 {self.source_sha256}",
+        ]
+        if self.kept_tiles:
+            lines.append(
+                f"  {len(self.kept_tiles)} {pieces} kept unconverted (undecodable in the "
+                "original): " + ", ".join(place(a, b) for a, b in self.kept_tiles)
+            )
+        return lines
 
 
 def format_kept(kept: tuple[tuple[int, int], ...]) -> str:
