@@ -35,7 +35,6 @@ from svsicc.convert.engine import (
 from svsicc.convert.plan import ConversionPlan, ProfileChoice, ProfileSource, maps_as_identity
 from svsicc.drivers import driver_of, read_slide
 from svsicc.exceptions import (
-    AlreadyAppliedError,
     OutputError,
     TiffFormatError,
     UnsupportedLayoutError,
@@ -49,6 +48,7 @@ from svsicc.tiff.output import (
     gaps,
     output_error,
 )
+from svsicc.tiff.record import refuse_reapplying
 from svsicc.tiff.slide import Page, Role, Slide
 
 # Gaps this small between rewritten segments are alignment padding, reusable once checked free.
@@ -223,13 +223,7 @@ def _with_seconds(result: ApplyResult, seconds: float) -> ApplyResult:
 
 def refuse_unless_applicable(src: Path, slide: Slide) -> None:
     """Apply works on slides whose profile was not applied yet."""
-    record = slide.applied
-    if record is not None:
-        raise AlreadyAppliedError(
-            src,
-            f"the profile {record.source_description!r} was already applied "
-            f"({record.by}); applying it again would double the correction",
-        )
+    refuse_reapplying(src, slide.applied)
 
 
 def _check_paths(src: Path, dst: Path, in_place: bool, overwrite: bool) -> None:

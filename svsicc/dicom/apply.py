@@ -51,12 +51,12 @@ from svsicc.dicom.pixeldata import (
 from svsicc.dicom.series import Instance, Series, read_series
 from svsicc.dicom.syntax import LOSSY_METHOD, transfer_syntax_name
 from svsicc.exceptions import (
-    AlreadyAppliedError,
     OutputError,
     ProfileError,
     SvsiccError,
     UnsupportedLayoutError,
 )
+from svsicc.tiff.record import refuse_reapplying
 from svsicc.version import __version__
 
 if TYPE_CHECKING:
@@ -161,13 +161,7 @@ def apply_dicom(
 
 def refuse_applied(series: Series) -> None:
     for instance in series.instances:
-        record = marking.applied_record(instance.dataset)
-        if record is not None:
-            raise AlreadyAppliedError(
-                instance.path,
-                f"the profile {record.source_description!r} was already applied "
-                f"({record.by}); applying it again would double the correction",
-            )
+        refuse_reapplying(instance.path, marking.applied_record(instance.dataset))
 
 
 def embedded_profile(series: Series) -> tuple[IccProfile, str] | None:

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from svsicc.colour.transform import IccProfile, Intent
+from svsicc.exceptions import AlreadyAppliedError
 
 # A private tag (ASCII) holding the record outside Aperio descriptions. Registered private tags
 # are assigned from 32768 up; 65000-65535 are free for private use, and 65420-65480 are
@@ -71,6 +73,17 @@ class AppliedRecord:
                 "original): " + ", ".join(place(a, b) for a, b in self.kept_tiles)
             )
         return lines
+
+
+def refuse_reapplying(path: Path, record: AppliedRecord | None) -> None:
+    """Raise :class:`AlreadyAppliedError` for a slide that carries svsicc's record: applying
+    the scanner profile again would double the correction."""
+    if record is not None:
+        raise AlreadyAppliedError(
+            path,
+            f"the profile {record.source_description!r} was already applied "
+            f"({record.by}); applying it again would double the correction",
+        )
 
 
 def format_kept(kept: tuple[tuple[int, int], ...]) -> str:
