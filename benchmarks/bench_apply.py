@@ -184,14 +184,19 @@ def describe_slide(
 class NoColour:
     """The floor's colour stage: none. Duck-types :class:`svsicc.colour.transform.ColourTable`.
 
-    The decoded BGRX pixels go to the encoder untouched, which reads them as RGBX: the same
-    codec work as svsicc's path, including its zero-copy hand-over to Pillow (handing Pillow
+    Decoded BGRX pixels go to the encoder untouched, which reads them as RGBX; for RGB pixels
+    the encoder gets the RGBX buffer svsicc's colour stage would have filled, unfilled. Either
+    way the codec work is svsicc's, including its zero-copy hand-over to Pillow (handing Pillow
     BGRX would add an unpacking copy svsicc never makes: ~0.1 ms a tile that would flatter
-    svsicc). Red and blue come out exchanged; the floor's output is only timed, never looked at.
+    svsicc). The floor's output is only timed, never looked at.
     """
 
-    def apply_bgrx(self, bgrx: np.ndarray, *, in_place: bool = False) -> np.ndarray:
-        return bgrx
+    def apply(self, pixels: np.ndarray, layout: str, out: np.ndarray | None = None) -> np.ndarray:
+        if layout == "BGRX":
+            return pixels
+        if out is None:
+            out = np.empty((*pixels.shape[:-1], 4), np.uint8)
+        return out
 
 
 class NaiveTransform:
@@ -217,12 +222,13 @@ class NaiveTransform:
             renderingIntent=ImageCms.Intent.PERCEPTUAL,
         )
 
-    def apply_bgrx(self, bgrx: np.ndarray, *, in_place: bool = False) -> np.ndarray:
-        # in_place is a permission, not a duty: the recipe returns Pillow's new image.
+    def apply(self, pixels: np.ndarray, layout: str, out: np.ndarray | None = None) -> np.ndarray:
+        # out is a permission, not a duty: the recipe returns Pillow's new image.
         from PIL import Image, ImageCms
 
-        rows, cols = bgrx.shape[:2]
-        image = Image.frombuffer("RGB", (cols, rows), bgrx, "raw", "BGRX", 0, 1)
+        rows, cols = pixels.shape[:2]
+        pixels = np.ascontiguousarray(pixels)
+        image = Image.frombuffer("RGB", (cols, rows), pixels, "raw", layout, 0, 1)
         converted = ImageCms.applyTransform(image, self.transform)
         assert converted is not None
         return np.frombuffer(converted.tobytes("raw", "RGBX"), np.uint8).reshape(rows, cols, 4)
@@ -310,7 +316,7 @@ def child_main(args: argparse.Namespace) -> None:
         from svsicc.colour.transform import ColourTable
 
         # Patched before the pool forks, so its workers run the floor's no-op colour stage.
-        ColourTable.apply_bgrx = NoColour.apply_bgrx  # type: ignore[method-assign,assignment]
+        ColourTable.apply = NoColour.apply  # type: ignore[method-assign,assignment]
         result = svsicc.apply(src, dst, workers=2)
         extra = {"segments": float(result.segments_rewritten)}
     elif args.child in ("svsicc-1", "svsicc-2"):
@@ -792,7 +798,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(text, flush=True)
     runs: list[Run] = []
     process_runs: list[marginal.ProcessRun] = []
-    for rep in range(args.reps):
+    for rep in range(args.reps if variants else 0):
         # Rotate the order so that no variant always runs first or last.
         order = variants[rep % len(variants) :] + variants[: rep % len(variants)]
         for slide in slides:

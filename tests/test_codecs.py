@@ -37,6 +37,12 @@ def encode_pillow(rgb: np.ndarray, **options: object) -> bytes:
     return buf.getvalue()
 
 
+def all_layouts(rgb: np.ndarray) -> dict[str, np.ndarray]:
+    """The same pixels in every layout encoders take."""
+    bgrx = bgrx_from_rgb(rgb)
+    return {"RGB": rgb, "BGRX": bgrx, "RGBX": np.ascontiguousarray(bgrx[..., [2, 1, 0, 3]])}
+
+
 def markers(stream: bytes) -> list[int]:
     segments, _ = split_header(stream)
     return [s.marker for s in segments]
@@ -47,8 +53,8 @@ def test_lossless_round_trip_is_exact(tissue: np.ndarray, compression: int, pred
     codec = LosslessCodec(compression, predictor)
     stored = codec.encode(bgrx_from_rgb(tissue), "BGRX", b"")
     decoded = codec.decode(stored, 256, 256)
-    assert np.array_equal(rgb_from_layout(decoded, "BGRX"), tissue)
-    assert codec.encode(decoded, "BGRX", b"") == stored
+    assert codec.decoded_layout == "RGB" and np.array_equal(decoded, tissue)
+    assert codec.encode(decoded, "RGB", b"") == stored
 
 
 def test_lossless_rejects_short_segments(tissue: np.ndarray) -> None:
@@ -65,7 +71,8 @@ def test_aperio_rgb_stream_round_trip() -> None:
         tile = tif.filehandle.read(page.databytecounts[40])
     codec = JpegCodec(tables, photometric=2)
     pixels = codec.decode(tile, 240, 240)
-    again = codec.encode(pixels, "BGRX", tile)
+    assert codec.decoded_layout == "RGB" and pixels.shape == (240, 240, 3)
+    again = codec.encode(pixels, "RGB", tile)
     assert markers(again) == markers(tile) == [0xC0]  # abbreviated: no tables, no JFIF/Adobe
     assert psnr(codec.decode(again, 240, 240), pixels) >= JPEG_RGB_REENCODE_PSNR
     settings = codec.settings_for(tile)
@@ -121,7 +128,7 @@ def test_cached_headers_give_the_stream_a_full_splice_gives(
         tables = tif.pages[0].tags[347].value
     sources = segment_bytes(CMU_SMALL, 0)[::9]
     if optimize:  # GT450-like complete streams with per-tile Huffman tables
-        rgb = [JpegCodec(tables, 2).decode(t, 240, 240)[..., 2::-1].copy() for t in sources]
+        rgb = [JpegCodec(tables, 2).decode(t, 240, 240) for t in sources]
         sources = [encode_pillow(x, quality=85, optimize=True) for x in rgb]
         tables, photometric = None, 6
     else:
@@ -130,9 +137,10 @@ def test_cached_headers_give_the_stream_a_full_splice_gives(
     with monkeypatch.context() as patch:
         patch.setattr(jpeg, "MAX_CACHED_HEADERS", 0)
         fresh = JpegCodec(tables, photometric)
-        expected = [fresh.encode(fresh.decode(t, 240, 240), "BGRX", t) for t in sources]
+        layout = fresh.decoded_layout
+        expected = [fresh.encode(fresh.decode(t, 240, 240), layout, t) for t in sources]
         assert not fresh._spliced
-    got = [cached.encode(cached.decode(t, 240, 240), "BGRX", t) for t in sources]
+    got = [cached.encode(cached.decode(t, 240, 240), layout, t) for t in sources]
     assert got == expected
     assert len(cached._spliced) == (len(sources) if optimize else 1)
 
@@ -217,9 +225,13 @@ def test_ijg_encoder_writes_what_pillow_writes_with_the_tables(
     assert fast._ijg_encoder(fast.settings_for(sources[0])) is not None
     for source in sources:
         pixels = fast.decode(source, size, size)
-        assert fast.encode(pixels, "BGRX", source) == pillow.encode(pixels, "BGRX", source)
-        rgbx = np.ascontiguousarray(pixels[..., [2, 1, 0, 3]])
-        assert fast.encode(rgbx, "RGBX", source) == pillow.encode(pixels, "BGRX", source)
+        layout = fast.decoded_layout
+        expected = pillow.encode(pixels, layout, source)
+        assert fast.encode(pixels, layout, source) == expected
+        rgb = rgb_from_layout(pixels, layout)
+        for other, arranged in all_layouts(rgb).items():
+            assert fast.encode(arranged, other, source) == expected, other
+            assert pillow.encode(arranged, other, source) == expected, other
 
 
 def test_tables_that_are_not_ijg_tables_go_through_pillow(tissue: np.ndarray) -> None:

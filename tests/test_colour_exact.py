@@ -88,11 +88,12 @@ def test_table_equals_littlecms_on_all_colours(
     profile = IccProfile.from_file(path)  # type: ignore[arg-type]
     table = built_table(profile, intent)
     expected = reference_transform(rgb, profile, TARGET, intent)
-    got = table.apply_bgrx(bgrx)
-    assert got.shape == (4096, 4096, 4)
-    if not np.array_equal(got[..., :3], expected):
-        mismatches = np.count_nonzero((got[..., :3] != expected).any(axis=-1))
-        pytest.fail(f"{name} {intent.label}: {mismatches} colours differ from LittleCMS")
+    for layout, pixels in (("BGRX", bgrx), ("RGB", rgb)):
+        got = table.apply(pixels, layout)
+        assert got.shape == (4096, 4096, 4)
+        if not np.array_equal(got[..., :3], expected):
+            mismatches = np.count_nonzero((got[..., :3] != expected).any(axis=-1))
+            pytest.fail(f"{name} {intent.label} {layout}: {mismatches} colours differ from lcms")
     # The transform does something: far from the identity.
     assert np.count_nonzero(expected[::16] != rgb[::16]) > (1 << 18)
     if path == SCANSCOPE and intent == Intent.PERCEPTUAL:
@@ -163,6 +164,16 @@ def test_native_and_numpy_gathers_agree_on_all_colours(
     before = window.copy()
     assert np.array_equal(table.apply_bgrx(window, in_place=True), expected[100:356, 200:456])
     assert np.array_equal(window, before)
+    # Packed RGB, through the C gather and numpy's, into a reused buffer and a fresh one.
+    rgb, _ = every_colour
+    reused = np.full(expected.shape, 9, np.uint8)
+    assert table.apply(rgb, "RGB", reused) is reused
+    assert np.array_equal(reused, expected)
+    assert np.array_equal(table._apply_rgb_numpy(rgb, np.empty_like(expected)), expected)
+    rgb_window = rgb[100:356, 200:456]  # strided: gathered from a contiguous copy
+    assert np.array_equal(table.apply(rgb_window, "RGB"), expected[100:356, 200:456])
+    with pytest.raises(ValueError, match="BGRX or RGB"):
+        table.apply(rgb, "RGBX")
 
 
 @pytest.mark.skipif(not native_gather_available(), reason="svsicc.colour._native not built")
@@ -181,6 +192,17 @@ def test_native_gather_rejects_wrong_buffers() -> None:
     read_only.flags.writeable = False
     with pytest.raises((BufferError, ValueError)):
         _native.apply_table(table, pixels, read_only)
+    with pytest.raises(ValueError, match="overlaps"):
+        _native.apply_table(table, pixels[1:], pixels[:-1])
+    rgb = np.zeros(48, np.uint8)  # 16 packed RGB pixels
+    _native.apply_table_rgb(table, rgb, np.zeros(16, np.uint32))
+    with pytest.raises(ValueError, match="3-byte pixels"):
+        _native.apply_table_rgb(table, rgb[:47], np.zeros(16, np.uint32))
+    with pytest.raises(ValueError, match="out: 15 words"):
+        _native.apply_table_rgb(table, rgb, np.zeros(15, np.uint32))
+    shared = np.zeros(48, np.uint8)  # 12 RGB pixels in, 12 words out, in the same bytes
+    with pytest.raises(ValueError, match="overlaps"):
+        _native.apply_table_rgb(table, shared[:36], shared.view(np.uint32))
 
 
 def test_lut_intents_differ() -> None:
@@ -193,22 +215,28 @@ def test_lut_intents_differ() -> None:
 # -- real tile data, through the path apply uses ---------------------------------------------
 
 
-def test_real_aperio_tiles_through_bgrx_path() -> None:
-    """CMU-1-Small-Region: 130 abbreviated RGB-colourspace JPEG tiles with shared JPEGTables."""
+def test_real_aperio_tiles_through_rgb_path() -> None:
+    """CMU-1-Small-Region: 130 abbreviated RGB-colourspace JPEG tiles with shared JPEGTables,
+    decoded to packed RGB and gathered from it, as apply does."""
     tiles = segment_bytes(CMU_SMALL, 0)
     with tifffile.TiffFile(CMU_SMALL) as tif:
         page = tif.pages[0]
         tables, rows, cols = page.jpegtables, page.tilelength, page.tilewidth
     assert len(tiles) == 130 and tables
     codec = make_codec(PageJob(0, 7, 2, 1, tables))
+    assert codec.decoded_layout == "RGB"
+    table = built_table(SOURCE, Intent.PERCEPTUAL)
+    reused = np.full((rows, cols, 4), 7, np.uint8)  # apply's engine reuses one RGBX buffer
     converted, independent = [], []
     for tile in tiles:
-        bgrx = codec.decode(tile, rows, cols)
-        assert bgrx.shape == (rows, cols, 4) and bgrx.dtype == np.uint8
+        decoded = codec.decode(tile, rows, cols)
+        assert decoded.shape == (rows, cols, 3) and decoded.dtype == np.uint8
         # An RGB decode by imagecodecs directly, not through svsicc's codec.
         rgb = imagecodecs.jpeg8_decode(tile, tables=tables, colorspace="RGB", outcolorspace="RGB")
-        assert np.array_equal(bgrx[..., 2::-1], rgb), "BGRX decode is not the RGB decode"
-        converted.append(built_table(SOURCE, Intent.PERCEPTUAL).apply_bgrx(bgrx)[..., :3])
+        assert np.array_equal(decoded, rgb), "svsicc's RGB decode is not imagecodecs' RGB decode"
+        rgbx = table.apply(decoded, "RGB", reused)
+        assert rgbx is reused
+        converted.append(rgbx[..., :3].copy())
         independent.append(rgb)
     expected = reference_transform(np.concatenate(independent), SOURCE, TARGET, Intent.PERCEPTUAL)
     got = np.concatenate(converted)
@@ -225,6 +253,7 @@ def test_ycbcr_tiles_through_bgrx_path(tmp_path: object) -> None:
     write_slide(path, pixels, preset("gt450", downsamples=(1,), with_label=False))
     tiles = segment_bytes(path, 0)
     codec = make_codec(PageJob(0, 7, 6, 1, None))
+    assert codec.decoded_layout == "BGRX"
     table = built_table(SOURCE, Intent.PERCEPTUAL)
     for tile in tiles:
         bgrx = codec.decode(tile, 256, 256)

@@ -128,7 +128,7 @@ def test_libjpeg_warnings_are_heard_in_the_decode(damage: Damage, warning: str) 
     tables = tifffile.TiffFile(CMU_SMALL).pages[0].jpegtables
     codec = JpegCodec(tables, 2)
     tile = segment_bytes(CMU_SMALL, 0)[5]
-    assert codec.decode(tile, 240, 240).shape == (240, 240, 4)
+    assert codec.decode(tile, 240, 240).shape == (240, 240, 3)  # RGB colourspace: decoded to RGB
     with pytest.raises(JpegFormatError, match=f"^damaged data, libjpeg: {warning}$"):
         codec.decode(damage(tile), 240, 240)
 

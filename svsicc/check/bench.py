@@ -212,12 +212,14 @@ def time_stages(
     ``decode_error`` the error to raise when it does not decode. Any format's segments (TIFF
     tiles, DICOM frames) go through this one loop, so their figures compare."""
     sink = bytearray(1 << 20)
+    rgbx = np.empty((0, 0, 4), np.uint8)  # reused as apply's engine reuses its colour buffer
+    layout = codec.decoded_layout
     samples: dict[str, list[int]] = {name: [] for name in STAGES}
     totals: list[int] = []
     clock = time.perf_counter_ns
 
     def one(index: int) -> tuple[int, int, int, int, int, int]:
-        nonlocal sink
+        nonlocal sink, rgbx
         rows, cols = shape(index)
         t0 = clock()
         data = read(index)
@@ -227,7 +229,13 @@ def time_stages(
         except CODEC_ERRORS as exc:
             raise decode_error(index, exc) from None
         t2 = clock()
-        converted = table.apply_bgrx(pixels, in_place=True)
+        if layout == "BGRX":
+            out = pixels
+        else:
+            if rgbx.shape != (rows, cols, 4):
+                rgbx = np.empty((rows, cols, 4), np.uint8)
+            out = rgbx
+        converted = table.apply(pixels, layout, out)
         t3 = clock()
         encoded = codec.encode(converted, "RGBX", data)
         t4 = clock()

@@ -16,6 +16,7 @@ from svsicc.check.figures import (
     Finding,
 )
 from svsicc.codecs import SegmentCodec
+from svsicc.codecs.pixels import rgb_from_layout
 from svsicc.colour.transform import IccProfile, Intent, default_target
 from svsicc.convert.engine import CODEC_ERRORS, PageJob, make_codec
 from svsicc.convert.plan import ORIGIN_OVERRIDE, ProfileChoice, embedded_profile
@@ -109,10 +110,11 @@ class SlidePixels:
         """Decode one segment to (rows, cols, 3) RGB cropped to the image (``crop=False``: with
         an edge tile's padding, as stored); raises CODEC_ERRORS."""
         rows, cols = page.segment_shape(index)
-        bgrx = self.codec(page).decode(self.segment_bytes(page, index), rows, cols)
+        codec = self.codec(page)
+        pixels = codec.decode(self.segment_bytes(page, index), rows, cols)
         if crop:
             _y0, _x0, rows, cols = self.segment_box(page, index)
-        rgb: RGB = np.ascontiguousarray(bgrx[:rows, :cols, 2::-1])
+        rgb: RGB = rgb_from_layout(pixels[:rows, :cols], codec.decoded_layout)
         return rgb
 
     def region(self, page: Page, x: int, y: int, width: int, height: int, fill: int = 255) -> RGB:

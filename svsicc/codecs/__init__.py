@@ -1,8 +1,8 @@
 """Segment codecs: one class per compression, built from a page's settings.
 
-Every codec has ``lossless``, ``decode(data, rows, cols) -> (rows, cols, 4) BGRX uint8`` and
-``encode(pixels, layout, source) -> bytes`` where ``source`` is the original segment, whose
-stream parameters the encoder reproduces.
+Every codec has ``lossless``, ``decoded_layout``, ``decode(data, rows, cols)`` -> uint8 pixels in
+that layout (:mod:`svsicc.codecs.pixels`) and ``encode(pixels, layout, source) -> bytes`` where
+``source`` is the original segment, whose stream parameters the encoder reproduces.
 
 A codec whose output depends on the segments it encoded before (JPEG 2000's rate control) is
 also an :class:`AdaptiveCodec`: the engine snapshots what it learned and starts every batch from
@@ -18,6 +18,7 @@ import numpy as np
 
 class SegmentCodec(Protocol):
     lossless: bool
+    decoded_layout: str  # "BGRX" or "RGB": what decode returns
 
     def decode(self, data: bytes, rows: int, cols: int) -> np.ndarray: ...
 

@@ -44,7 +44,11 @@ _CHROMINANCE = (
 )  # fmt: skip
 
 _SUBSAMPLING = {0: "444", 1: "422", 2: "420"}
-_IN_LAYOUT = {"RGBX": imagecodecs.JPEG8.CS.EXT_RGBX, "BGRX": imagecodecs.JPEG8.CS.EXT_BGRX}
+_IN_LAYOUT = {
+    "RGB": imagecodecs.JPEG8.CS.RGB,
+    "RGBX": imagecodecs.JPEG8.CS.EXT_RGBX,
+    "BGRX": imagecodecs.JPEG8.CS.EXT_BGRX,
+}
 
 
 @lru_cache(maxsize=128)

@@ -26,6 +26,7 @@ import numpy as np
 import simplejpeg
 from PIL import Image
 
+from svsicc.codecs.codes import Photometric
 from svsicc.codecs.jpeg_stream import (
     DHT,
     DQT,
@@ -83,7 +84,13 @@ class DecodeStream:
 
 
 class JpegCodec:
-    """Decode to BGRX and encode from RGBX/BGRX, reproducing the source tile's stream."""
+    """Decode and encode, reproducing the source tile's stream.
+
+    Tiles decode to BGRX under Photometric YCbCr (libjpeg-turbo's SIMD colour conversion writes
+    it as fast as RGB) and to RGB under Photometric RGB: an RGB-colourspace frame needs no
+    conversion, and libjpeg-turbo interleaves it into packed RGB 10% faster than into BGRX
+    (0.30 against 0.335 ms per AT2-style 240 px tile here).
+    """
 
     lossless = False
     # False: every tile through Pillow with explicit tables (tests compare the two encoders).
@@ -93,6 +100,7 @@ class JpegCodec:
         self._raw_tables = jpeg_tables or None
         self._shared = TableSet.from_jpeg_tables(jpeg_tables)
         self._photometric = photometric
+        self.decoded_layout = "RGB" if photometric == Photometric.RGB else "BGRX"
         self._settings: dict[bytes, JpegSettings] = {}
         self._spliced: dict[tuple[int, bytes], bytes] = {}
         self._ijg: dict[int, IjgEncoder | None] = {}
@@ -124,7 +132,9 @@ class JpegCodec:
             )
         stream = self._stream(settings).of(tile)
         try:
-            pixels: np.ndarray = simplejpeg.decode_jpeg(stream, colorspace="BGRX", strict=True)
+            pixels: np.ndarray = simplejpeg.decode_jpeg(
+                stream, colorspace=self.decoded_layout, strict=True
+            )
         except ValueError as exc:
             raise JpegFormatError(self._failure(tile, stream, settings, str(exc))) from None
         if pixels.shape[:2] != (rows, cols):
@@ -170,7 +180,7 @@ class JpegCodec:
         return stream
 
     def encode(self, pixels: np.ndarray, layout: str, source_tile: bytes) -> bytes:
-        """Encode (rows, cols, 4) uint8 pixels in ``layout`` ("RGBX" or "BGRX")."""
+        """Encode uint8 pixels in ``layout`` ("RGB", "RGBX" or "BGRX")."""
         settings = self.settings_for(source_tile)
         fast = self._ijg_encoder(settings)
         if fast is not None:
@@ -208,10 +218,10 @@ class JpegCodec:
     @staticmethod
     def _pillow_encode(pixels: np.ndarray, layout: str, settings: JpegSettings) -> bytes:
         rows, cols = pixels.shape[:2]
-        if layout == "RGBX" and pixels.flags.c_contiguous:
+        if layout in ("RGBX", "RGB") and pixels.flags.c_contiguous:
             # An RGBX image maps the array as it is (no unpacking copy); the JPEG encoder reads
             # its first three bytes per pixel, exactly as from an RGB image.
-            image = Image.frombuffer("RGBX", (cols, rows), pixels, "raw", "RGBX", 0, 1)
+            image = Image.frombuffer(layout, (cols, rows), pixels, "raw", layout, 0, 1)
         else:
             image = Image.frombuffer("RGB", (cols, rows), pixels, "raw", layout, 0, 1)
         options: dict[str, object] = {

@@ -62,7 +62,7 @@ from svsicc.codecs.j2k_ycbcr import (
     ycbcr_for_openslide,
     ycbcr_rounded,
 )
-from svsicc.codecs.pixels import bgrx_from_rgb, rgb_from_layout
+from svsicc.codecs.pixels import rgb_from_layout
 from svsicc.exceptions import UnsupportedLayoutError
 
 __all__ = [
@@ -201,9 +201,10 @@ def _binding_unavailable(exc: openjpeg.OpenJpegUnavailable) -> UnsupportedLayout
 
 
 class Jpeg2000Codec:
-    """Decode to BGRX and encode from RGBX/BGRX, reproducing the source tile's codestream."""
+    """Decode to RGB and encode from any layout, reproducing the source tile's codestream."""
 
     lossless = False  # per stream: True once a 5/3 (reversible) tile has been seen
+    decoded_layout = "RGB"  # OpenJPEG's components, interleaved
 
     def __init__(self, compression: int) -> None:
         if compression not in (Compression.JPEG2000_YCBCR, Compression.JPEG2000_RGB):
@@ -248,12 +249,11 @@ class Jpeg2000Codec:
                 f"codestream is {header.width}x{header.height}, the tile is {cols}x{rows}"
             )
         if settings.chroma is not None:
-            return bgrx_from_rgb(rgb_from_ycbcr(self._decode_subsampled(data, settings)))
+            return rgb_from_ycbcr(self._decode_subsampled(data, settings))
         samples = self._decode_full(data, settings)
         if samples.shape != (rows, cols, 3) or samples.dtype != np.uint8:
             raise Jpeg2000FormatError(f"decodes to {samples.shape} {samples.dtype}")
-        rgb = rgb_from_ycbcr(samples) if settings.ycbcr else samples
-        return bgrx_from_rgb(rgb)
+        return rgb_from_ycbcr(samples) if settings.ycbcr else samples
 
     def binding_loads(self) -> bool:
         """Whether svsicc's OpenJPEG binding is usable here (asked once per codec: a failed
@@ -268,7 +268,7 @@ class Jpeg2000Codec:
         return self._binding
 
     def encode(self, pixels: np.ndarray, layout: str, source: bytes) -> bytes:
-        """Encode (rows, cols, 4) uint8 pixels in ``layout`` ("RGBX" or "BGRX")."""
+        """Encode uint8 pixels in ``layout`` ("RGB", "RGBX" or "BGRX")."""
         settings = self.settings_for(source)
         rgb = rgb_from_layout(pixels, layout)
         encode_at: Callable[[float], bytes]

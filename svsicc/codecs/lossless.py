@@ -5,7 +5,7 @@ from __future__ import annotations
 import imagecodecs
 import numpy as np
 
-from svsicc.codecs.pixels import bgrx_from_rgb, rgb_from_layout
+from svsicc.codecs.pixels import rgb_from_layout
 from svsicc.exceptions import CodecError
 
 COMPRESSION_NONE = 1
@@ -20,6 +20,7 @@ class LosslessFormatError(CodecError):
 
 class LosslessCodec:
     lossless = True
+    decoded_layout = "RGB"  # what the segment holds
 
     def __init__(self, compression: int, predictor: int) -> None:
         if compression not in (COMPRESSION_NONE, COMPRESSION_LZW):
@@ -41,7 +42,7 @@ class LosslessCodec:
         rgb = np.frombuffer(data, np.uint8, expected).reshape(rows, cols, 3)
         if self.predictor == PREDICTOR_HORIZONTAL:
             rgb = imagecodecs.delta_decode(rgb, axis=1)
-        return bgrx_from_rgb(rgb)
+        return rgb
 
     def encode(self, pixels: np.ndarray, layout: str, source: bytes) -> bytes:
         rgb = rgb_from_layout(pixels, layout)

@@ -1,8 +1,11 @@
 """The pixel layouts codecs exchange.
 
-Decoders return (rows, cols, 4) uint8 in BGRX order: read as little-endian 32-bit words that is
-``0x??RRGGBB``, the colour table's index after one mask. The colour table returns RGBX order.
-Encoders accept either and name it with ``layout`` ("BGRX" or "RGBX").
+A decoder returns pixels in the layout its codec names as ``decoded_layout``, whichever its library
+writes fastest: "BGRX", (rows, cols, 4) uint8, read as little-endian 32-bit words ``0x??RRGGBB``
+(the colour table's index after one mask; libjpeg-turbo converts YCbCr to it with SIMD), or
+"RGB", (rows, cols, 3) uint8 (what an RGB-colourspace JPEG, JPEG 2000 or an uncompressed strip
+holds as it is). The colour table takes either and returns "RGBX". Encoders take any of the
+three and are told which by ``layout``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ def bgrx_from_rgb(rgb: np.ndarray) -> np.ndarray:
 
 
 def rgb_from_layout(pixels: np.ndarray, layout: str) -> np.ndarray:
+    if layout == "RGB":
+        return np.ascontiguousarray(pixels)
     if layout == "RGBX":
         return np.ascontiguousarray(pixels[..., :3])
     if layout == "BGRX":

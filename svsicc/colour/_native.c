@@ -39,18 +39,47 @@ static inline uint32_t slot_of(uint32_t bgrx)
     return ((r - g) & 0xFFu) << 16 | ((b - g) & 0xFFu) << 8 | g;
 }
 
+static void gather_slots(const uint32_t *table, uint32_t *slots, Py_ssize_t n)
+{
+    Py_ssize_t i;
+    for (i = 0; i + PREFETCH_AHEAD < n; i++) {
+        PREFETCH(table + slots[i + PREFETCH_AHEAD]);
+        slots[i] = table[slots[i]];
+    }
+    for (; i < n; i++)
+        slots[i] = table[slots[i]];
+}
+
 static void gather(const uint32_t *table, const uint32_t *pixels, uint32_t *out, Py_ssize_t n)
 {
     Py_ssize_t i;
     /* out may be pixels itself: each word is read before it is written, in both passes. */
     for (i = 0; i < n; i++)
         out[i] = slot_of(pixels[i]);
-    for (i = 0; i + PREFETCH_AHEAD < n; i++) {
-        PREFETCH(table + out[i + PREFETCH_AHEAD]);
-        out[i] = table[out[i]];
-    }
-    for (; i < n; i++)
-        out[i] = table[out[i]];
+    gather_slots(table, out, n);
+}
+
+/* The slot pass over packed RGB (3 bytes a pixel). Its stride-3 loads vectorise only with a byte
+ * shuffle (SSSE3 and later), which the x86-64 baseline the extension is built for lacks: on x86-64
+ * with GCC the loop is also compiled for AVX2 and the loader picks the build the CPU runs (0.025
+ * against 0.052 ms per 240 px tile here). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+static void rgb_slots(const uint8_t *rgb, uint32_t *out, Py_ssize_t n)
+{
+    Py_ssize_t i;
+    for (i = 0; i < n; i++)
+        out[i] = slot_of((uint32_t)rgb[3 * i] << 16 | (uint32_t)rgb[3 * i + 1] << 8 | rgb[3 * i + 2]);
+}
+
+/* Packed RGB in, RGBX words out. libjpeg-turbo writes an RGB-colourspace frame as packed RGB in
+ * one plain interleave, but as BGRX through a slower per-pixel path: decoding AT2-style tiles to
+ * RGB and gathering from that is cheaper than decoding to BGRX. */
+static void gather_rgb(const uint32_t *table, const uint8_t *rgb, uint32_t *out, Py_ssize_t n)
+{
+    rgb_slots(rgb, out, n);
+    gather_slots(table, out, n);
 }
 
 static int word_buffer(PyObject *obj, Py_buffer *view, int writable, const char *name)
@@ -66,12 +95,13 @@ static int word_buffer(PyObject *obj, Py_buffer *view, int writable, const char 
     return 0;
 }
 
-static PyObject *apply_table(PyObject *self, PyObject *args)
+/* out = table[slot of each pixel]; pixels are BGRX words (bytes_per_pixel 4) or packed RGB
+ * (bytes_per_pixel 3); out holds one word a pixel. */
+static PyObject *apply(PyObject *args, const char *format, int bytes_per_pixel)
 {
     PyObject *table_obj, *pixels_obj, *out_obj;
     Py_buffer table, pixels, out;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "OOO:apply_table", &table_obj, &pixels_obj, &out_obj))
+    if (!PyArg_ParseTuple(args, format, &table_obj, &pixels_obj, &out_obj))
         return NULL;
     if (word_buffer(table_obj, &table, 0, "table") < 0)
         return NULL;
@@ -80,7 +110,7 @@ static PyObject *apply_table(PyObject *self, PyObject *args)
         PyBuffer_Release(&table);
         return NULL;
     }
-    if (word_buffer(pixels_obj, &pixels, 0, "pixels") < 0) {
+    if (PyObject_GetBuffer(pixels_obj, &pixels, PyBUF_C_CONTIGUOUS) < 0) {
         PyBuffer_Release(&table);
         return NULL;
     }
@@ -89,12 +119,27 @@ static PyObject *apply_table(PyObject *self, PyObject *args)
         PyBuffer_Release(&table);
         return NULL;
     }
-    if (out.len != pixels.len) {
-        PyErr_Format(PyExc_ValueError, "out: %zd bytes, pixels: %zd bytes", out.len, pixels.len);
+    if (pixels.len % bytes_per_pixel != 0) {
+        PyErr_Format(PyExc_ValueError, "pixels: %zd bytes is not a whole number of %d-byte pixels",
+                     pixels.len, bytes_per_pixel);
+    } else if (out.len / 4 != pixels.len / bytes_per_pixel) {
+        PyErr_Format(PyExc_ValueError, "out: %zd words, pixels: %zd", out.len / 4,
+                     pixels.len / bytes_per_pixel);
+    } else if (bytes_per_pixel == 4 && out.buf != pixels.buf &&
+               (char *)out.buf < (char *)pixels.buf + pixels.len &&
+               (char *)pixels.buf < (char *)out.buf + out.len) {
+        PyErr_SetString(PyExc_ValueError, "out overlaps pixels without being them");
+    } else if (bytes_per_pixel == 3 && (char *)out.buf < (char *)pixels.buf + pixels.len &&
+               (char *)pixels.buf < (char *)out.buf + out.len) {
+        PyErr_SetString(PyExc_ValueError, "out overlaps pixels");
     } else {
         Py_BEGIN_ALLOW_THREADS
-        gather((const uint32_t *)table.buf, (const uint32_t *)pixels.buf, (uint32_t *)out.buf,
-               pixels.len / 4);
+        if (bytes_per_pixel == 4)
+            gather((const uint32_t *)table.buf, (const uint32_t *)pixels.buf, (uint32_t *)out.buf,
+                   pixels.len / 4);
+        else
+            gather_rgb((const uint32_t *)table.buf, (const uint8_t *)pixels.buf,
+                       (uint32_t *)out.buf, pixels.len / 3);
         Py_END_ALLOW_THREADS
     }
     PyBuffer_Release(&out);
@@ -105,11 +150,26 @@ static PyObject *apply_table(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *apply_table(PyObject *self, PyObject *args)
+{
+    (void)self;
+    return apply(args, "OOO:apply_table", 4);
+}
+
+static PyObject *apply_table_rgb(PyObject *self, PyObject *args)
+{
+    (void)self;
+    return apply(args, "OOO:apply_table_rgb", 3);
+}
+
 static PyMethodDef methods[] = {
     {"apply_table", apply_table, METH_VARARGS,
      "apply_table(table, pixels, out): out[i] = table[slot of pixels[i]] over 32-bit BGRX words,\n"
      "slot = ((R-G) & 255) << 16 | ((B-G) & 255) << 8 | G; table holds 2**24 words;\n"
      "out may be pixels (in place). Releases the GIL."},
+    {"apply_table_rgb", apply_table_rgb, METH_VARARGS,
+     "apply_table_rgb(table, rgb, out): as apply_table, from packed 3-byte RGB pixels into\n"
+     "32-bit RGBX words; out must not overlap rgb. Releases the GIL."},
     {NULL, NULL, 0, NULL},
 };
 

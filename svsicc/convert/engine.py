@@ -151,6 +151,10 @@ class SegmentProcessor:
         }
         self._table = table
         self._keep_bad = keep_bad
+        # Where the colour stage writes RGBX for codecs that decode to RGB: one buffer reused
+        # segment after segment (the encoder is done with it before the next decode), which
+        # stays in cache and costs no page faults. A processor serves one thread.
+        self._rgbx = np.empty(0, np.uint8)
 
     def codec(self, page: int) -> SegmentCodec:
         return self._codecs[page]
@@ -184,7 +188,15 @@ class SegmentProcessor:
         pixels = self._decode(task, data)
         if isinstance(pixels, BadSegment):
             return pixels
-        return self._encode(task, self._table.apply_bgrx(pixels, in_place=True), "RGBX", data)
+        layout = self._codecs[task.page].decoded_layout
+        out = pixels if layout == "BGRX" else self._rgbx_buffer(pixels.shape)
+        return self._encode(task, self._table.apply(pixels, layout, out), "RGBX", data)
+
+    def _rgbx_buffer(self, shape: tuple[int, ...]) -> np.ndarray:
+        wanted = (*shape[:-1], 4)
+        if self._rgbx.shape != wanted:
+            self._rgbx = np.empty(wanted, np.uint8)
+        return self._rgbx
 
     def _decode(self, task: SegmentTask, data: bytes) -> np.ndarray | BadSegment:
         try:

@@ -20,6 +20,7 @@ import numpy as np
 
 from svsicc.check.figures import RGB
 from svsicc.codecs import SegmentCodec
+from svsicc.codecs.pixels import rgb_from_layout
 from svsicc.codecs.registry import PageCoding, make_codec
 from svsicc.convert.engine import CODEC_ERRORS
 from svsicc.dicom.pixeldata import read_frame
@@ -114,13 +115,12 @@ class SeriesPixels:
         if fh is None:
             # kept open across frames and pages; close() closes it
             fh = self._files[page.index] = open(instance.path, "rb")  # noqa: SIM115
+        codec = self._codec(page)
         try:
-            bgrx = self._codec(page).decode(
-                read_frame(fh, instance.frames, n), instance.rows, instance.cols
-            )
+            pixels = codec.decode(read_frame(fh, instance.frames, n), instance.rows, instance.cols)
         except CODEC_ERRORS as exc:
             raise SvsiccError(instance.path, f"frame {n}: cannot decode: {exc}") from None
-        rgb: RGB = np.ascontiguousarray(bgrx[..., 2::-1])
+        rgb: RGB = rgb_from_layout(pixels, codec.decoded_layout)
         return rgb
 
     def _codec(self, page: InstancePage) -> SegmentCodec:

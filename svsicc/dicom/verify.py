@@ -474,7 +474,7 @@ def _check_colour(
 
 def _decode(codec: object, data: bytes, instance: Instance) -> np.ndarray:
     pixels = codec.decode(data, instance.rows, instance.cols)  # type: ignore[attr-defined]
-    rgb: np.ndarray = rgb_from_layout(pixels, "BGRX")
+    rgb: np.ndarray = rgb_from_layout(pixels, codec.decoded_layout)  # type: ignore[attr-defined]
     return rgb
 
 
