@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import simplejpeg
-from PIL import Image
 
 from svsicc.codecs.codes import Photometric
 from svsicc.codecs.jpeg_stream import (
@@ -217,6 +216,8 @@ class JpegCodec:
 
     @staticmethod
     def _pillow_encode(pixels: np.ndarray, layout: str, settings: JpegSettings) -> bytes:
+        from PIL import Image  # only for tables that are not IJG tables: not at start-up
+
         rows, cols = pixels.shape[:2]
         if layout in ("RGBX", "RGB") and pixels.flags.c_contiguous:
             # An RGBX image maps the array as it is (no unpacking copy); the JPEG encoder reads

@@ -22,19 +22,23 @@ import mmap
 import os
 import struct
 import sys
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
-from importlib import resources
 from pathlib import Path
 from types import ModuleType
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
-from PIL import Image, ImageCms
 
 from svsicc.exceptions import ProfileError
+
+if TYPE_CHECKING:
+    from PIL import ImageCms
+
+# Pillow's ImageCms (and PIL.features) import PIL.Image, about 15 ms of every run's start-up. A
+# run whose table is cached needs only LittleCMS's reading of the two profiles, which Pillow's C
+# module gives without PIL.Image; ImageCms is imported where a table is built or a transform run.
 
 _native: ModuleType | None
 _native_missing: str | None = None  # why the C gather is not there, when it is not
@@ -103,9 +107,8 @@ class IccProfile:
                 origin, f"ICC profile is truncated ({len(data)} of {declared} bytes)"
             )
         try:
-            cms = ImageCms.ImageCmsProfile(io.BytesIO(data))
-            description = (ImageCms.getProfileDescription(cms) or "").strip()
-        except (OSError, ImageCms.PyCMSError) as exc:
+            description = _littlecms_description(data)
+        except _LittleCmsCannotRead as exc:
             raise ProfileError(origin, f"LittleCMS cannot read the ICC profile: {exc}") from None
         color_space = data[16:20].decode("latin-1").strip()
         if color_space != "RGB":
@@ -155,17 +158,55 @@ class IccProfile:
         }
 
 
+class _LittleCmsCannotRead(Exception):
+    pass
+
+
+def _littlecms_description(data: bytes) -> str:
+    """The profile's description as LittleCMS reads it (what ImageCms.getProfileDescription
+    returns, stripped); _LittleCmsCannotRead when LittleCMS cannot read the profile."""
+    try:
+        from PIL import _imagingcms
+    except ImportError:  # a Pillow that moved its C module: the public API, at its import cost
+        from PIL import ImageCms
+
+        try:
+            cms = ImageCms.ImageCmsProfile(io.BytesIO(data))
+            return (ImageCms.getProfileDescription(cms) or "").strip()
+        except ImageCms.PyCMSError as exc:
+            raise _LittleCmsCannotRead(str(exc)) from None
+    try:
+        profile = _imagingcms.profile_frombytes(data)
+    except (OSError, ValueError, TypeError) as exc:
+        raise _LittleCmsCannotRead(str(exc)) from None
+    return str(getattr(profile, "profile_description", "") or "").strip()
+
+
+_SRGB_FILE = Path(__file__).resolve().parent.parent / "data" / "sRGB-v2-magic.icc"
+
+
 def default_target() -> IccProfile:
     """A compact ICC v2 sRGB profile (CC0, saucecontrol/Compact-ICC-Profiles)."""
-    data = resources.files("svsicc").joinpath("data/sRGB-v2-magic.icc").read_bytes()
+    try:
+        data = _SRGB_FILE.read_bytes()
+    except OSError:  # installed where package data are not plain files (a zip)
+        from importlib import resources
+
+        data = resources.files("svsicc").joinpath("data/sRGB-v2-magic.icc").read_bytes()
     return IccProfile.from_bytes(data, "built-in sRGB profile")
 
 
 def _littlecms_version() -> str:
-    # A table is exact only for the LittleCMS that built it.
-    from PIL import features
+    # A table is exact only for the LittleCMS that built it. PIL.features reads this same
+    # attribute, after importing PIL.Image.
+    try:
+        from PIL import _imagingcms
 
-    return str(features.version("littlecms2"))
+        return str(_imagingcms.littlecms_version)
+    except (ImportError, AttributeError):
+        from PIL import features
+
+        return str(features.version("littlecms2"))
 
 
 def _cache_dir() -> Path:
@@ -236,6 +277,8 @@ class ColourTable:
     @classmethod
     def build(cls, source: IccProfile, target: IccProfile, intent: Intent) -> ColourTable:
         """Run LittleCMS once over every colour (about a second)."""
+        from PIL import Image, ImageCms
+
         key = TransformKey(source.sha256, target.sha256, intent)
         transform = build_transform(source, target, intent)
         # Colours fed in slot order come out in slot order: no permutation afterwards.
@@ -270,6 +313,8 @@ class ColourTable:
 
     def save(self, path: Path) -> bool:
         """Write atomically; a cache that cannot be written is not an error (returns False)."""
+        import tempfile
+
         with contextlib.suppress(OSError):
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npy")
@@ -291,7 +336,8 @@ class ColourTable:
     def is_identity(self, tolerance: int) -> bool:
         """Whether no colour moves by more than ``tolerance`` levels in any channel."""
         # A real scanner profile moves most colours: a sample decides that in a millisecond.
-        sample = np.random.default_rng(0).integers(0, TABLE_SIZE, 4096, dtype=np.uint32)
+        # Every 4099th slot (a prime stride: no alignment with the 256-slot rows of the layout).
+        sample = np.arange(0, TABLE_SIZE, 4099, dtype=np.uint32)
         if _max_deviation(self.table[sample], _colours_in(sample)) > tolerance:
             return False
         return self.max_deviation_from_identity() <= tolerance
@@ -533,6 +579,8 @@ def _max_deviation(outputs: np.ndarray, inputs: np.ndarray) -> int:
 def build_transform(
     source: IccProfile, target: IccProfile, intent: Intent
 ) -> ImageCms.ImageCmsTransform:
+    from PIL import ImageCms
+
     try:
         return ImageCms.buildTransform(
             ImageCms.ImageCmsProfile(io.BytesIO(source.data)),
@@ -554,6 +602,8 @@ def reference_transform(
 ) -> np.ndarray:
     """LittleCMS applied directly, per pixel: the ground truth tests and verify compare to."""
     transform = build_transform(source, target, intent)
+    from PIL import Image, ImageCms
+
     image = Image.fromarray(np.ascontiguousarray(rgb[..., :3]), "RGB")
     result: np.ndarray = np.asarray(ImageCms.applyTransform(image, transform))
     return result

@@ -12,7 +12,6 @@ from __future__ import annotations
 import bisect
 import contextlib
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -505,6 +504,8 @@ def _table_file_for_workers(table: ColourTable, pool: WorkerPool | None) -> Path
     if table.file is not None:
         return table.file
     # The cache was not writable: hand the table to workers through a private file.
+    import tempfile
+
     fd, name = tempfile.mkstemp(prefix="svsicc-table-", suffix=".npy")
     with os.fdopen(fd, "wb") as fh:
         import numpy as np
