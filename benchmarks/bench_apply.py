@@ -184,19 +184,15 @@ def describe_slide(
 class NoColour:
     """The floor's colour stage: none. Duck-types :class:`svsicc.colour.transform.ColourTable`.
 
-    Decoded BGRX pixels go to the encoder untouched, which reads them as RGBX; for RGB pixels
-    the encoder gets the RGBX buffer svsicc's colour stage would have filled, unfilled. Either
-    way the codec work is svsicc's, including its zero-copy hand-over to Pillow (handing Pillow
-    BGRX would add an unpacking copy svsicc never makes: ~0.1 ms a tile that would flatter
-    svsicc). The floor's output is only timed, never looked at.
+    The decoded pixels go to the encoder untouched: BGRX read as RGBX, packed RGB as RGB (the
+    engine encodes a 3-channel result as RGB). The codec work is svsicc's, including its
+    zero-copy hand-over to Pillow (handing Pillow BGRX would add an unpacking copy svsicc never
+    makes: ~0.1 ms a tile that would flatter svsicc). Red and blue may come out exchanged; the
+    floor's output is only timed, never looked at.
     """
 
     def apply(self, pixels: np.ndarray, layout: str, out: np.ndarray | None = None) -> np.ndarray:
-        if layout == "BGRX":
-            return pixels
-        if out is None:
-            out = np.empty((*pixels.shape[:-1], 4), np.uint8)
-        return out
+        return pixels
 
 
 class NaiveTransform:

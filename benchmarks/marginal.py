@@ -9,7 +9,8 @@ floor and svsicc alternating (which goes first swaps every repetition). From the
 * marginal cost per segment = (t(large) - t(small)) / (segments(large) - segments(small)), which
   leaves start-up out; the ratio floor / svsicc of these is the per-segment target (>= 0.85);
 * start-up = t(small) - segments(small) x marginal cost: the time at zero segments (< 0.15 s for
-  svsicc).
+  svsicc), for the JPEG styles only: a JPEG 2000 tile's cost depends on its content far more
+  (glass against tissue), so the small and large slides' mix moves that intercept by seconds.
 """
 
 from __future__ import annotations
@@ -173,22 +174,33 @@ def report(
         floor_cpu = marginal(small, large, cpu["codec-floor", "small"], cpu["codec-floor", "large"])
         mine_cpu = marginal(small, large, cpu["svsicc-cli", "small"], cpu["svsicc-cli", "large"])
         cpu_ratio = floor_cpu.per_segment_ms / mine_cpu.per_segment_ms
+        has_startup = not small.style.startswith("jp2k")
+        startups = (
+            f"{floor.startup_s:>17.3f}{mine.startup_s:>9.3f}"
+            if has_startup
+            else f"{'n/a':>17}{'n/a':>9}"
+        )
         lines.append(
             f"{small.style:<11}{f'{small.segments}/{large.segments}':>14}"
             f"{floor.per_segment_ms:>13.3f}{mine.per_segment_ms:>14.3f}{ratio:>13.3f}"
-            f"{floor.startup_s:>17.3f}{mine.startup_s:>9.3f}{whole:>11.3f}"
+            f"{startups}{whole:>11.3f}"
         )
         per_segment_ok = ratio >= PER_SEGMENT_TARGET
-        startup_ok = mine.startup_s < STARTUP_TARGET
+        startup_ok = mine.startup_s < STARTUP_TARGET or not has_startup
         all_pass &= per_segment_ok and startup_ok
-        verdicts.append(
+        verdict = (
             f"{small.style:<11} floor/svsicc per segment = {ratio:5.3f}  target >= "
             f"{PER_SEGMENT_TARGET} {'PASS' if per_segment_ok else 'FAIL'}  (single repetitions "
-            f"{min(single):.3f}-{max(single):.3f}, from CPU time {cpu_ratio:.3f}); "
-            f"svsicc start-up {mine.startup_s:.3f} s  "
-            f"target < {STARTUP_TARGET} {'PASS' if startup_ok else 'FAIL'}"
-            f"  (CPU time: svsicc {mine_cpu.startup_s:.3f} s, floor {floor_cpu.startup_s:.3f} s)"
+            f"{min(single):.3f}-{max(single):.3f}, from CPU time {cpu_ratio:.3f})"
         )
+        if has_startup:
+            verdict += (
+                f"; svsicc start-up {mine.startup_s:.3f} s  "
+                f"target < {STARTUP_TARGET} {'PASS' if startup_ok else 'FAIL'}"
+                f"  (CPU time: svsicc {mine_cpu.startup_s:.3f} s, "
+                f"floor {floor_cpu.startup_s:.3f} s)"
+            )
+        verdicts.append(verdict)
     return lines + verdicts, all_pass
 
 

@@ -190,7 +190,10 @@ class SegmentProcessor:
             return pixels
         layout = self._codecs[task.page].decoded_layout
         out = pixels if layout == "BGRX" else self._rgbx_buffer(pixels.shape)
-        return self._encode(task, self._table.apply(pixels, layout, out), "RGBX", data)
+        coloured = self._table.apply(pixels, layout, out)
+        # RGBX from the colour table; packed RGB only from a stage that leaves RGB pixels as they
+        # are (the benchmark's floor without a colour stage).
+        return self._encode(task, coloured, "RGBX" if coloured.shape[-1] == 4 else "RGB", data)
 
     def _rgbx_buffer(self, shape: tuple[int, ...]) -> np.ndarray:
         wanted = (*shape[:-1], 4)
