@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from svsicc.codecs import SegmentCodec
-from svsicc.colour.transform import ColourTable, IccProfile, Intent, colour_path
+from svsicc.colour.transform import ColourOut, ColourTable, IccProfile, Intent, colour_path
 from svsicc.convert.apply import pages_to_rewrite, refuse_unless_applicable
 from svsicc.convert.engine import CODEC_ERRORS, PageJob, default_workers, make_codec
 from svsicc.convert.plan import ProfileChoice, ProfileSource, maps_as_identity
@@ -212,14 +212,14 @@ def time_stages(
     ``decode_error`` the error to raise when it does not decode. Any format's segments (TIFF
     tiles, DICOM frames) go through this one loop, so their figures compare."""
     sink = bytearray(1 << 20)
-    rgbx = np.empty((0, 0, 4), np.uint8)  # reused as apply's engine reuses its colour buffer
+    colour_out = ColourOut()  # as apply's engine: BGRX in place, RGB into one reused buffer
     layout = codec.decoded_layout
     samples: dict[str, list[int]] = {name: [] for name in STAGES}
     totals: list[int] = []
     clock = time.perf_counter_ns
 
     def one(index: int) -> tuple[int, int, int, int, int, int]:
-        nonlocal sink, rgbx
+        nonlocal sink
         rows, cols = shape(index)
         t0 = clock()
         data = read(index)
@@ -229,13 +229,7 @@ def time_stages(
         except CODEC_ERRORS as exc:
             raise decode_error(index, exc) from None
         t2 = clock()
-        if layout == "BGRX":
-            out = pixels
-        else:
-            if rgbx.shape != (rows, cols, 4):
-                rgbx = np.empty((rows, cols, 4), np.uint8)
-            out = rgbx
-        converted = table.apply(pixels, layout, out)
+        converted = table.apply(pixels, layout, colour_out.for_pixels(pixels, layout))
         t3 = clock()
         encoded = codec.encode(converted, "RGBX", data)
         t4 = clock()

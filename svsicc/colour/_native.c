@@ -1,4 +1,5 @@
-/* The colour stage's gather: out[i] = table[slot(pixel[i])] over packed 32-bit BGRX pixels.
+/* The colour stage's gather: out[i] = table[slot(pixel[i])] over packed 32-bit BGRX pixels, or
+ * over packed 3-byte RGB pixels into 32-bit words (apply_table_rgb).
  *
  * The table is laid out by chroma differences (see svsicc/colour.py, _slots_of): a pixel
  * 0x??RRGGBB sits in slot ((R-G) & 255) << 16 | ((B-G) & 255) << 8 | G. Neighbouring pixels of a

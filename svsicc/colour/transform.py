@@ -416,6 +416,23 @@ class ColourTable:
         return out.view(np.uint8).reshape(*rgb.shape[:-1], 4)[..., :3]
 
 
+class ColourOut:
+    """Where the colour stage writes, segment after segment: BGRX pixels in place, RGB pixels
+    into one RGBX buffer reused while the shape stays (the encoder is done with it before the
+    next decode; it stays in cache and costs no page faults). Serves one thread."""
+
+    def __init__(self) -> None:
+        self._rgbx = np.empty((0, 0, 4), np.uint8)
+
+    def for_pixels(self, pixels: np.ndarray, layout: str) -> np.ndarray:
+        if layout == "BGRX":
+            return pixels
+        wanted = (*pixels.shape[:-1], 4)
+        if self._rgbx.shape != wanted:
+            self._rgbx = np.empty(wanted, np.uint8)
+        return self._rgbx
+
+
 # Cache files whose pages this process has already dropped once: files a filesystem cannot hold
 # in 2 MiB pages are copied from then on, not evicted and re-read from disk at every load.
 _dropped_once: set[tuple[int, int, int]] = set()

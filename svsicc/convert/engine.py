@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Protocol, TypeAlias
 import numpy as np
 
 from svsicc.codecs import AdaptiveCodec, SegmentCodec, registry
-from svsicc.colour.transform import ColourTable
+from svsicc.colour.transform import ColourOut, ColourTable
 from svsicc.convert.worker_signals import interrupts_deferred, shield_worker
 from svsicc.exceptions import CodecError, SvsiccError, TileDecodeError, UnsupportedLayoutError
 from svsicc.tiff.slide import Page
@@ -151,10 +151,7 @@ class SegmentProcessor:
         }
         self._table = table
         self._keep_bad = keep_bad
-        # Where the colour stage writes RGBX for codecs that decode to RGB: one buffer reused
-        # segment after segment (the encoder is done with it before the next decode), which
-        # stays in cache and costs no page faults. A processor serves one thread.
-        self._rgbx = np.empty(0, np.uint8)
+        self._colour_out = ColourOut()  # a processor serves one thread
 
     def codec(self, page: int) -> SegmentCodec:
         return self._codecs[page]
@@ -189,17 +186,10 @@ class SegmentProcessor:
         if isinstance(pixels, BadSegment):
             return pixels
         layout = self._codecs[task.page].decoded_layout
-        out = pixels if layout == "BGRX" else self._rgbx_buffer(pixels.shape)
-        coloured = self._table.apply(pixels, layout, out)
+        coloured = self._table.apply(pixels, layout, self._colour_out.for_pixels(pixels, layout))
         # RGBX from the colour table; packed RGB only from a stage that leaves RGB pixels as they
         # are (the benchmark's floor without a colour stage).
         return self._encode(task, coloured, "RGBX" if coloured.shape[-1] == 4 else "RGB", data)
-
-    def _rgbx_buffer(self, shape: tuple[int, ...]) -> np.ndarray:
-        wanted = (*shape[:-1], 4)
-        if self._rgbx.shape != wanted:
-            self._rgbx = np.empty(wanted, np.uint8)
-        return self._rgbx
 
     def _decode(self, task: SegmentTask, data: bytes) -> np.ndarray | BadSegment:
         try:
