@@ -176,7 +176,6 @@ def test_native_and_numpy_gathers_agree_on_all_colours(
         table.apply(rgb, "RGBX")
 
 
-
 def test_colour_out_is_in_place_for_bgrx_and_one_reused_buffer_for_rgb() -> None:
     from svsicc.colour.transform import ColourOut
 
@@ -188,6 +187,7 @@ def test_colour_out_is_in_place_for_bgrx_and_one_reused_buffer_for_rgb() -> None
     assert out.for_pixels(np.ones((240, 240, 3), np.uint8), "RGB") is first
     edge = out.for_pixels(np.zeros((100, 240, 3), np.uint8), "RGB")  # an edge segment
     assert edge.shape == (100, 240, 4) and edge is not first
+
 
 @pytest.mark.skipif(not native_gather_available(), reason="svsicc.colour._native not built")
 def test_native_gather_rejects_wrong_buffers() -> None:
