@@ -174,6 +174,8 @@ def test_native_and_numpy_gathers_agree_on_all_colours(
     assert np.array_equal(table.apply(rgb_window, "RGB"), expected[100:356, 200:456])
     with pytest.raises(ValueError, match="BGRX or RGB"):
         table.apply(rgb, "RGBX")
+    with pytest.raises(ValueError, match="uint8"):  # the C gather reads bytes
+        table.apply(rgb[:2, :2].astype(np.uint16), "RGB")
 
 
 def test_colour_out_is_in_place_for_bgrx_and_one_reused_buffer_for_rgb() -> None:

@@ -365,6 +365,8 @@ class ColourTable:
         if layout != "RGB":
             raise ValueError(f"the colour table takes BGRX or RGB pixels, not {layout}")
         rgb = np.ascontiguousarray(pixels)
+        if rgb.dtype != np.uint8 or rgb.shape[-1:] != (3,):
+            raise ValueError(f"RGB pixels are (..., 3) uint8, not {rgb.shape} {rgb.dtype}")
         shape = (*rgb.shape[:-1], 4)
         usable = out is not None and out.flags.c_contiguous and out.flags.writeable
         if out is None or not usable or out.shape != shape:
@@ -409,11 +411,7 @@ class ColourTable:
 
     def apply_rgb(self, rgb: np.ndarray) -> np.ndarray:
         """(..., 3) RGB -> (..., 3) RGB, for callers that hold plain arrays."""
-        colours = rgb[..., 0].astype(np.uint32) << np.uint32(16)
-        colours |= rgb[..., 1].astype(np.uint32) << np.uint32(8)
-        colours |= rgb[..., 2]
-        out = np.take(self.table, _slots_of(colours.reshape(-1)).astype(np.intp), mode="clip")
-        return out.view(np.uint8).reshape(*rgb.shape[:-1], 4)[..., :3]
+        return self.apply(rgb, "RGB")[..., :3]
 
 
 class ColourOut:
